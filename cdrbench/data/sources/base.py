@@ -1,0 +1,82 @@
+"""The contract every raw-data reader fulfils.
+
+A reader turns the official raw files of one domain into a *tidy interaction table*:
+one row per interaction, in file order, with the columns of :data:`TIDY_COLUMNS`:
+
+========  =========  =============================================================
+column    dtype      meaning
+========  =========  =============================================================
+user      str        raw user token, exactly as in the file
+item      str        raw item token, exactly as in the file
+rating    float64    explicit rating; NaN where the source has none
+ts        float64    Unix seconds; NaN where the source has none
+domain    object     the domain key this table belongs to (set by the reader)
+========  =========  =============================================================
+
+A reader may add ``split`` (``train`` / ``valid`` / ``test``) when the source file
+already carries a split (``split.kind=given``).
+
+Readers never download and never invent data. They declare the files they need through
+:meth:`Reader.raw_files`; the prepare step makes sure those files are present (downloading
+them when allowed and verifying their sha256) before :meth:`Reader.read` is called.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+TIDY_COLUMNS = ["user", "item", "rating", "ts", "domain"]
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One file a reader needs, relative to the data root.
+
+    ``url`` is where the official file is published (``None`` when it is only obtainable by
+    hand); ``sha256`` and ``size`` are checked when known.
+    """
+
+    relpath: str
+    url: Optional[str] = None
+    sha256: Optional[str] = None
+    size: Optional[int] = None
+    #: Where to get the file by hand when ``url`` is absent or dead (a page, not a file).
+    page: Optional[str] = None
+
+
+class Reader(abc.ABC):
+    """Reads one domain of a data set into a tidy interaction table."""
+
+    #: domain key written into the ``domain`` column; set by the prepare step.
+    domain: str = ""
+
+    @abc.abstractmethod
+    def raw_files(self, root: Path) -> list[RawFile]:
+        """Files this reader needs under ``root`` (may inspect ``root`` to pick a layout)."""
+
+    @abc.abstractmethod
+    def read(self, root: Path) -> pd.DataFrame:
+        """Return the tidy table (columns :data:`TIDY_COLUMNS`, file order)."""
+
+    def describe(self) -> dict:
+        """Parameters that change the table's content; part of the prepare-cache key."""
+        return {k: v for k, v in sorted(vars(self).items()) if not k.startswith("_")}
+
+
+def tidy_frame(user, item, rating, ts, domain: str) -> pd.DataFrame:
+    """Build a tidy table with the canonical dtypes from column sequences."""
+    frame = pd.DataFrame(
+        {
+            "user": pd.Series(user).astype(str),
+            "item": pd.Series(item).astype(str),
+            "rating": pd.Series(rating, dtype="float64"),
+            "ts": pd.Series(ts, dtype="float64"),
+        }
+    )
+    frame["domain"] = domain
+    return frame[TIDY_COLUMNS]
