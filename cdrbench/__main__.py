@@ -21,6 +21,9 @@ def _register() -> None:
     # per-process id used in run directory names, so concurrent runs never share a directory
     if not OmegaConf.has_resolver("cdrbench.pid"):
         OmegaConf.register_new_resolver("cdrbench.pid", lambda: os.getpid())
+    # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
+    if not OmegaConf.has_resolver("cdrbench.default_loss"):
+        OmegaConf.register_new_resolver("cdrbench.default_loss", lambda tasks: "bce" if list(tasks) == ["ctr"] else "bpr")
 
 
 _register()

@@ -81,6 +81,10 @@ class DataConfig:
     #: time order of rows: stable (ties keep file order) | unstable_refcode (quicksort, audit only)
     sort: str = "stable"
     split: SplitConfig = field(default_factory=SplitConfig)
+    #: train on the source domains too: null = the method's default (single-domain baselines:
+    #: target only; cross-domain methods: all domains); true/false forces it. Not part of the
+    #: prepared data (a view), so it never invalidates the prepare cache.
+    use_source: Optional[bool] = None
     #: paper statistics to compare with: domain -> {users, items, interactions}
     expected: Optional[Dict[str, Dict[str, int]]] = None
 
@@ -94,10 +98,14 @@ class TrainerConfig:
     patience: int = 10
     #: no early stop before this epoch (LightGCN's validation dips early)
     min_epochs: int = 0
-    #: validation metric for model selection, e.g. auc | logloss | ndcg@20 | recall@20
-    monitor: str = "ndcg@20"
-    #: continue the run in the current run directory from its last checkpoint
+    #: validation metric for model selection, e.g. auc | logloss | ndcg@20 | recall@20;
+    #: null = auc when eval.tasks starts with ctr, else ndcg@20 (ndcg at the largest K <= 20)
+    monitor: Optional[str] = None
+    #: continue an interrupted run with the same config and seed (the latest unfinished one under
+    #: output_root, or trainer.resume_from) from its last checkpoint
     resume: bool = False
+    #: run directory to resume from (implies resume)
+    resume_from: Optional[str] = None
     #: keep ``last.pt`` after every epoch (needed for resume)
     save_last: bool = True
     #: tqdm bars (also off automatically when stderr is not a terminal)
@@ -137,6 +145,8 @@ class Config:
     seed: int = 0
     #: free-form tag stored in results.json
     tag: Optional[str] = None
+    #: where run directories go (hydra.run.dir / hydra.sweep.dir are built from it)
+    output_root: str = "outputs"
 
 
 def register_configs() -> None:

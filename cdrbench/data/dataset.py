@@ -120,6 +120,20 @@ class CrossDomainData:
     def has_labels(self) -> bool:
         return self.interactions[self.target_domain].y is not None
 
+    def target_only(self) -> "CrossDomainData":
+        """A view without the source domains (same user ids, same target items and split)."""
+        target = self.target_domain
+        return CrossDomainData(
+            name=self.name,
+            source_domains=[],
+            target_domain=target,
+            user_tokens=self.user_tokens,
+            item_tokens={target: self.item_tokens[target]},
+            interactions={target: self.interactions[target]},
+            manifest=self.manifest,
+            path=self.path,
+        )
+
     # ------------------------------------------------------------------ rows
     def rows(self, domain: str, split: str | Iterable[str] = ("train", "valid", "test")) -> Interactions:
         """Rows of ``domain`` in the given split(s) (``train``, ``valid``, ``test``)."""

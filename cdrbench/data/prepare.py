@@ -364,7 +364,7 @@ def _source_hash(objects) -> str:
 def options_for_key(cfg) -> dict:
     """Every option that changes the prepared content (not name, paths, download, expectations)."""
     options = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
-    for key in ("name", "root", "cache_dir", "download", "expected", "domains"):
+    for key in ("name", "root", "cache_dir", "download", "expected", "use_source", "domains"):
         options.pop(key, None)
     options["domains"] = {
         d: {k: v for k, v in (dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else dict(spec)).items() if k != "reader"}
@@ -403,10 +403,12 @@ def resolve_cache_dir(cfg, root: Path, log: Log = print) -> Path:
 
 
 def _writable(path: Path) -> bool:
+    """Writable by us *and* meant to be written: a folder without any write bit (a read-only
+    shared data set) counts as read-only even for root, whom ``os.access`` always lets write."""
     probe = path if path.exists() else path.parent
     while not probe.exists():
         probe = probe.parent
-    return os.access(probe, os.W_OK)
+    return os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
 
 
 def prepare(

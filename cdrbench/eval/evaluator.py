@@ -1,0 +1,159 @@
+"""Ties a method's scores to the metric functions for one split of a :class:`CrossDomainData`.
+
+Top-N: candidates are all target items; positives R_u are the split's target rows (only the
+``y = 1`` rows when the data carries click labels); history H_u is every training row (valid:
+train; test: train + valid), masked except where it is also a positive. CTR: every labelled row
+of the split is scored with :meth:`Method.predict_ctr`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cdrbench.data.dataset import CrossDomainData
+from cdrbench.errors import ConfigError
+from cdrbench.eval.ctr import ctr_metrics
+from cdrbench.eval.topn import UserItemSets, evaluate_topn
+
+TASKS = ("topn", "ctr")
+#: metrics where lower is better (model selection flips their sign)
+LOWER_IS_BETTER = ("logloss",)
+
+
+@dataclass
+class EvalResult:
+    split: str
+    metrics: dict[str, Optional[float]] = field(default_factory=dict)
+    #: top-N per-user rows (user, user_raw, n_pos, n_masked, metric@K...)
+    per_user: Optional[pd.DataFrame] = None
+    #: CTR per-row predictions (user, item, y, p)
+    predictions: Optional[pd.DataFrame] = None
+    notes: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Evaluator:
+    """Evaluates a method on the target domain's valid or test split.
+
+    Args:
+        data: the prepared data (its target domain is evaluated).
+        tasks: any of ``topn`` and ``ctr``.
+        ks: cut-offs for top-N metrics.
+        map_denominator: see :func:`cdrbench.eval.topn.metrics_from_rel`.
+        chunk_size / max_chunk_bytes: top-N user chunking (results do not depend on it).
+        gauc: also report GAUC for CTR.
+        batch_size: rows per :meth:`predict_ctr` call.
+        device: where scores are ranked.
+    """
+
+    def __init__(
+        self,
+        data: CrossDomainData,
+        tasks: Sequence[str] = ("topn",),
+        ks: Sequence[int] = (10, 20, 50),
+        map_denominator: str = "min_k_rel",
+        chunk_size: Optional[int] = None,
+        max_chunk_bytes: int = 1 << 30,
+        gauc: bool = False,
+        batch_size: int = 65536,
+        device: torch.device | str = "cpu",
+    ):
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown or not tasks:
+            raise ConfigError(f"eval.tasks={list(tasks)} must be a non-empty subset of {list(TASKS)}")
+        if "ctr" in tasks and not data.has_labels:
+            raise ConfigError(
+                f"eval.tasks includes ctr, but data '{data.name}' has no click labels: set data.label_threshold"
+            )
+        self.data = data
+        self.tasks = list(tasks)
+        self.ks = sorted(int(k) for k in ks)
+        self.map_denominator = map_denominator
+        self.chunk_size = chunk_size
+        self.max_chunk_bytes = max_chunk_bytes
+        self.gauc = gauc
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        target = data.target_domain
+        self.num_items = data.num_items(target)
+        self._sets: dict[str, UserItemSets] = {}
+        if "topn" in self.tasks:
+            for split in ("valid", "test"):
+                rows = data.rows(target, split)
+                if rows.y is not None:
+                    rows = rows.select(rows.y > 0.5)
+                self._sets[split] = UserItemSets.from_pairs(rows.user, rows.item, data.num_users)
+            for split, history in (("valid", ["train"]), ("test", ["train", "valid"])):
+                rows = data.rows(target, history)
+                self._sets[f"history_{split}"] = UserItemSets.from_pairs(rows.user, rows.item, data.num_users)
+
+    def evaluate(self, method, split: str, keep_rows: bool = False) -> EvalResult:
+        """Metrics of ``split`` (``valid`` or ``test``); call inside ``method.evaluation()``.
+
+        ``keep_rows`` keeps the per-user / per-row frames (for the run record)."""
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be valid or test, got {split!r}")
+        started = time.perf_counter()
+        result = EvalResult(split=split)
+        if "topn" in self.tasks:
+            topn = evaluate_topn(
+                method.score_users,
+                users=None,
+                positives=self._sets[split],
+                history=self._sets[f"history_{split}"],
+                num_items=self.num_items,
+                ks=self.ks,
+                map_denominator=self.map_denominator,
+                chunk_size=self.chunk_size,
+                max_chunk_bytes=self.max_chunk_bytes,
+                device=self.device,
+            )
+            result.metrics.update(topn.means)
+            result.metrics["topn_users"] = topn.num_users
+            if topn.peak_memory_bytes is not None:
+                result.metrics["eval_peak_gpu_bytes"] = topn.peak_memory_bytes
+            if keep_rows:
+                per_user = topn.per_user.copy()
+                per_user.insert(1, "user_raw", self.data.user_tokens[per_user["user"].to_numpy()])
+                result.per_user = per_user
+        if "ctr" in self.tasks:
+            rows = self.data.rows(self.data.target_domain, split)
+            probs = []
+            for start in range(0, len(rows), self.batch_size):
+                users = rows.user[start : start + self.batch_size].to(self.device)
+                items = rows.item[start : start + self.batch_size].to(self.device)
+                probs.append(method.predict_ctr(users, items).detach().float().cpu())
+            p = torch.cat(probs).numpy().astype(np.float64) if probs else np.zeros(0)
+            y = rows.y.numpy()
+            ctr = ctr_metrics(y, p, users=rows.user.numpy(), with_gauc=self.gauc)
+            for key in ("auc", "logloss", "gauc", "gauc_coverage"):
+                if key in ctr:
+                    result.metrics[key] = ctr[key]
+            for key in ("auc_undefined_reason", "gauc_undefined_reason"):
+                if key in ctr:
+                    result.notes[key] = ctr[key]
+            result.metrics["ctr_rows"] = ctr["n_rows"]
+            if keep_rows:
+                result.predictions = pd.DataFrame(
+                    {"user": rows.user.numpy(), "item": rows.item.numpy(), "y": y.astype(np.int8), "p": p}
+                )
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+def monitor_value(metrics: dict, monitor: str) -> float:
+    """The selection score of ``metrics`` (higher is better; LogLoss is negated).
+
+    An undefined metric (e.g. AUC of a single-class split) cannot select a model: error."""
+    if monitor not in metrics:
+        raise ConfigError(f"trainer.monitor={monitor!r} is not among the evaluated metrics {sorted(metrics)}")
+    value = metrics[monitor]
+    if value is None:
+        raise ConfigError(f"trainer.monitor={monitor!r} is undefined on the validation split")
+    return -float(value) if monitor in LOWER_IS_BETTER else float(value)

@@ -1,0 +1,264 @@
+"""Single-domain baselines: popularity and collaborative filtering over a backbone encoder.
+
+Both train on the domains of the data they are given: the target alone, or (``data.use_source``)
+the source domains and the target merged into one graph with shared users and stacked item
+spaces, the way the BiGNAS paper trains its single-domain baselines. They are always evaluated on
+the target items only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cdrbench.data.dataset import CrossDomainData
+from cdrbench.errors import ConfigError
+from cdrbench.methods.base import Method, Phase, Progress
+
+LOSSES = ("bpr", "bce")
+
+
+class Popularity(Method):
+    """Most-popular ranking: an item's score is its number of training interactions in the target
+    domain. For CTR its click probability is the item's smoothed training click rate,
+    ``(clicks + m * global_rate) / (shows + m)`` with ``m = smoothing`` pseudo-rows at the global
+    rate (so an unseen item gets the global rate). No training, no phases."""
+
+    tasks = frozenset({"topn", "ctr"})
+
+    def __init__(self, smoothing: float = 1.0):
+        super().__init__()
+        if smoothing < 0:
+            raise ConfigError(f"method.smoothing must be >= 0, got {smoothing}")
+        self.smoothing = smoothing
+        self.counts: Optional[Tensor] = None
+        self.click_rate: Optional[Tensor] = None
+
+    def setup(self, data: CrossDomainData, device: torch.device, seed: int) -> None:
+        self.data, self.device = data, device
+        target = data.target_domain
+        train = data.train(target)
+        n_items = data.num_items(target)
+        self.counts = torch.bincount(train.item, minlength=n_items).float().to(device)
+        if train.y is not None:
+            clicks = torch.bincount(train.item, weights=train.y.double(), minlength=n_items)
+            shows = torch.bincount(train.item, minlength=n_items).double()
+            rate = float(train.y.double().mean())
+            self.click_rate = ((clicks + self.smoothing * rate) / (shows + self.smoothing)).float().to(device)
+
+    def phases(self) -> list[Phase]:
+        return []
+
+    def train_epoch(self, phase, epoch, progress):  # pragma: no cover - no phases
+        return {}
+
+    def score_users(self, users: Tensor) -> Tensor:
+        return self.counts.unsqueeze(0).expand(len(users), -1)
+
+    def predict_ctr(self, users: Tensor, items: Tensor) -> Tensor:
+        if self.click_rate is None:
+            raise ConfigError("pop cannot predict clicks: the data has no click labels")
+        return self.click_rate[items]
+
+    def modules(self) -> list[torch.nn.Module]:
+        return []
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class NegativeSampler:
+    """Uniform negatives from the positive's own domain, excluding the user's training items.
+
+    Item ids are in the stacked item space; ``domain_ranges[d] = (start, stop)``. A candidate that
+    is a known positive is redrawn (up to ``max_tries`` rounds; then it is kept)."""
+
+    def __init__(self, users: Tensor, items: Tensor, num_items: int, domain_of_item: Tensor,
+                 domain_ranges: Tensor, generator: torch.Generator, max_tries: int = 10):
+        self.num_items = num_items
+        self.known = torch.unique(users.long() * num_items + items.long())
+        self.domain_of_item = domain_of_item
+        self.domain_ranges = domain_ranges
+        self.generator = generator
+        self.max_tries = max_tries
+
+    def sample(self, users: Tensor, pos_items: Tensor) -> Tensor:
+        ranges = self.domain_ranges[self.domain_of_item[pos_items]]
+        start, width = ranges[:, 0], ranges[:, 1] - ranges[:, 0]
+        neg = start + (torch.rand(len(users), generator=self.generator) * width).long()
+        for _ in range(self.max_tries):
+            keys = users * self.num_items + neg
+            pos = torch.searchsorted(self.known, keys).clamp(max=len(self.known) - 1)
+            clash = self.known[pos] == keys
+            if not clash.any():
+                break
+            redraw = start[clash] + (torch.rand(int(clash.sum()), generator=self.generator) * width[clash]).long()
+            neg[clash] = redraw
+        return neg
+
+
+class CollaborativeFiltering(Method):
+    r"""BPR-MF, LightGCN and NGCF: an encoder from ``cdrbench.models`` plus a training objective.
+
+    * ``loss=bpr`` (top-N): :math:`-\ln\sigma(\hat y_{ui} - \hat y_{uj})` with one uniform negative
+      :math:`j` per positive (from the positive's domain, not a training item of the user), plus
+      ``reg_weight`` :math:`\cdot \tfrac12(\|e_u^{(0)}\|^2+\|e_i^{(0)}\|^2+\|e_j^{(0)}\|^2)` per row
+      (RecBole's ``EmbLoss``). On click-labelled data the positives are the ``y = 1`` rows.
+    * ``loss=bce`` (CTR): binary cross-entropy of :math:`\sigma(\hat y_{ui})` against the click
+      label of every labelled training row (no sampled negatives), plus the same L2 term.
+
+    :math:`\hat y_{ui} = e_u^\top e_i`. The graph holds every training row of the domains used
+    (labels ignored); the encoder propagates over it once per batch.
+
+    Args:
+        encoder: ``encoder(num_users=, num_items=)`` builds the backbone (a ``_partial_``).
+        optimizer: ``optimizer(params)`` builds the optimiser (a ``_partial_``).
+        loss: ``bpr`` | ``bce``.
+        batch_size: training rows per step.
+        reg_weight: L2 weight on the batch's layer-0 embeddings.
+        num_negatives: BPR negatives per positive.
+        name: label only.
+    """
+
+    tasks = frozenset({"topn", "ctr"})
+
+    def __init__(
+        self,
+        encoder: Callable[..., torch.nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        loss: str = "bpr",
+        batch_size: int = 2048,
+        reg_weight: float = 0.0,
+        num_negatives: int = 1,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ConfigError(f"method.loss={loss!r} is not one of {list(LOSSES)}")
+        if batch_size < 1 or num_negatives < 1:
+            raise ConfigError("method.batch_size and method.num_negatives must be >= 1")
+        self.encoder_factory = encoder
+        self.optimizer_factory = optimizer
+        self.loss = loss
+        self.batch_size = batch_size
+        self.reg_weight = reg_weight
+        self.num_negatives = num_negatives
+        self._cache: Optional[tuple[Tensor, Tensor]] = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, data: CrossDomainData, device: torch.device, seed: int) -> None:
+        self.data, self.device = data, device
+        graph, offsets = data.unified_graph()
+        self.graph = graph.to(device)
+        self.target_slice = slice(offsets[data.target_domain], offsets[data.target_domain] + data.num_items(data.target_domain))
+        users, items, labels, domain_ids = [], [], [], []
+        for index, domain in enumerate(data.domains):
+            rows = data.train(domain)
+            if self.loss == "bce" and rows.y is None:
+                raise ConfigError(f"method.loss=bce needs click labels, but domain '{domain}' has none (data.label_threshold)")
+            if self.loss == "bpr" and rows.y is not None:
+                rows = rows.select(rows.y > 0.5)
+            users.append(rows.user)
+            items.append(rows.item + offsets[domain])
+            labels.append(rows.y if rows.y is not None else torch.ones(len(rows)))
+            domain_ids.append(torch.full((data.num_items(domain),), index, dtype=torch.long))
+        self.train_users = torch.cat(users)
+        self.train_items = torch.cat(items)
+        self.train_labels = torch.cat(labels)
+        num_items = sum(data.num_items(d) for d in data.domains)
+        self.encoder = self.encoder_factory(num_users=data.num_users, num_items=num_items).to(device)
+        self.optimizer = self.optimizer_factory(params=self.encoder.parameters())
+        self.generator = torch.Generator().manual_seed(seed)
+        ranges = torch.tensor([[offsets[d], offsets[d] + data.num_items(d)] for d in data.domains])
+        all_train = [data.train(d) for d in data.domains]
+        self.sampler = NegativeSampler(
+            torch.cat([r.user for r in all_train]),
+            torch.cat([r.item + offsets[d] for r, d in zip(all_train, data.domains)]),
+            num_items,
+            torch.cat(domain_ids),
+            ranges,
+            self.generator,
+        )
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self, phase: Phase, epoch: int, progress: Progress) -> dict[str, float]:
+        self.encoder.train()
+        order = torch.randperm(len(self.train_users), generator=self.generator)
+        batches = order.split(self.batch_size)
+        total, count = 0.0, 0
+        for batch in progress(batches, total=len(batches), desc=f"epoch {epoch}"):
+            users = self.train_users[batch]
+            items = self.train_items[batch]
+            if self.loss == "bpr":
+                users = users.repeat(self.num_negatives)
+                items = items.repeat(self.num_negatives)
+                negatives = self.sampler.sample(users, items)
+                loss = self._bpr_loss(users.to(self.device), items.to(self.device), negatives.to(self.device))
+            else:
+                loss = self._bce_loss(users.to(self.device), items.to(self.device), self.train_labels[batch].to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+        return {"loss": total / max(1, count)}
+
+    def _l2(self, *ego: Tensor) -> Tensor:
+        return sum(e.pow(2).sum() for e in ego) / (2 * ego[0].shape[0])
+
+    def _bpr_loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        user_emb, item_emb = self.encoder(self.graph)
+        u = user_emb[users]
+        diff = (u * item_emb[pos]).sum(-1) - (u * item_emb[neg]).sum(-1)
+        loss = F.softplus(-diff).mean()  # = -log sigmoid(diff), numerically stable
+        if self.reg_weight:
+            eu, ei = self.encoder.ego_embeddings(users, pos)
+            _, ej = self.encoder.ego_embeddings(users, neg)
+            loss = loss + self.reg_weight * self._l2(eu, ei, ej)
+        return loss
+
+    def _bce_loss(self, users: Tensor, items: Tensor, labels: Tensor) -> Tensor:
+        user_emb, item_emb = self.encoder(self.graph)
+        logits = (user_emb[users] * item_emb[items]).sum(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        if self.reg_weight:
+            loss = loss + self.reg_weight * self._l2(*self.encoder.ego_embeddings(users, items))
+        return loss
+
+    # ------------------------------------------------------------------ scoring
+    def prepare_scoring(self) -> None:
+        user_emb, item_emb = self.encoder(self.graph)
+        self._cache = (user_emb, item_emb[self.target_slice])
+
+    def clear_scoring(self) -> None:
+        self._cache = None
+
+    def score_users(self, users: Tensor) -> Tensor:
+        user_emb, target_items = self._cache
+        return user_emb[users.to(self.device)] @ target_items.T
+
+    def predict_ctr(self, users: Tensor, items: Tensor) -> Tensor:
+        user_emb, target_items = self._cache
+        return torch.sigmoid((user_emb[users] * target_items[items]).sum(-1))
+
+    # ------------------------------------------------------------------ state
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.encoder]
+
+    def state_dict(self) -> dict:
+        return {
+            "encoder": self.encoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,63 @@
+"""LightGCN propagation through a normalised sparse CSR adjacency."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from cdrbench.data.graph import Graph
+
+
+class LightGCNEncoder(torch.nn.Module):
+    r"""LightGCN (He et al., SIGIR 2020) as an encoder: embeddings propagated without weights or
+    non-linearities and averaged over layers,
+
+    .. math::
+        E^{(l+1)} = D^{-1/2} A D^{-1/2} E^{(l)}, \qquad
+        E = \sum_{l=0}^{L} \alpha_l E^{(l)}, \quad \alpha_l = \tfrac{1}{L+1},
+
+    on the bipartite graph with users ``[0, U)`` and items ``[U, U + I)``. The propagation is a
+    ``torch.sparse`` CSR SpMM with the precomputed :attr:`Graph.adj` (equal to PyG's
+    ``LGConv(normalize=True)`` on ``edge_index``, about ten times faster on CPU). Scoring is left
+    to the caller: :math:`\hat y_{ui} = e_u^\top e_i`.
+
+    Args:
+        num_users: users.
+        num_items: items (several domains' item blocks stacked, when training on them jointly).
+        embedding_dim: embedding width.
+        num_layers: propagation layers :math:`L`.
+        init_std: :math:`\mathcal N(0, \text{init\_std}^2)` initialisation; ``None`` = Xavier-normal
+            (RecBole; PyG's LightGCN uses the same).
+    """
+
+    def __init__(
+        self, num_users: int, num_items: int, embedding_dim: int = 64, num_layers: int = 2, init_std: Optional[float] = None
+    ):
+        super().__init__()
+        self.num_users = num_users
+        self.num_items = num_items
+        self.num_layers = num_layers
+        self.embedding = torch.nn.Embedding(num_users + num_items, embedding_dim)
+        if init_std is None:
+            torch.nn.init.xavier_normal_(self.embedding.weight)
+        else:
+            torch.nn.init.normal_(self.embedding.weight, std=init_std)
+
+    def propagate(self, adj: Tensor) -> Tensor:
+        """Layer-averaged node embeddings ``[U + I, d]``."""
+        x = self.embedding.weight
+        total = x
+        for _ in range(self.num_layers):
+            x = adj @ x
+            total = total + x
+        return total / (self.num_layers + 1)
+
+    def forward(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        """Return ``(user_embeddings [U, d], item_embeddings [I, d])`` after propagation."""
+        out = self.propagate(graph.adj)
+        return out[: self.num_users], out[self.num_users :]
+
+    def ego_embeddings(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        return self.embedding(users), self.embedding(items + self.num_users)
