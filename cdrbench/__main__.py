@@ -6,35 +6,27 @@ and dispatches on ``stage``.
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cdrbench.config import register_configs
 from cdrbench.errors import CdrbenchError
 
 
-def _register() -> None:
-    register_configs()
-    # per-process id used in run directory names, so concurrent runs never share a directory
-    if not OmegaConf.has_resolver("cdrbench.pid"):
-        OmegaConf.register_new_resolver("cdrbench.pid", lambda: os.getpid())
-    # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
-    if not OmegaConf.has_resolver("cdrbench.default_loss"):
-        OmegaConf.register_new_resolver("cdrbench.default_loss", lambda tasks: "bce" if list(tasks) == ["ctr"] else "bpr")
-
-
-_register()
+register_configs()
 
 
 @hydra.main(version_base=None, config_path="pkg://cdrbench.conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     from cdrbench import app
 
     try:
-        app.run(cfg)
+        app.run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except CdrbenchError as error:
         print(f"cdrbench: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

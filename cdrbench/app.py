@@ -97,13 +97,14 @@ def run_prepare(cfg: DictConfig) -> CrossDomainData:
     return data
 
 
-def run(cfg: DictConfig):
+def run(cfg: DictConfig, run_dir: Path):
+    """Run ``cfg.stage``; ``run_dir`` receives the run record of a training run."""
     check_schema_keys(cfg)
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r} is not one of {list(STAGES)}")
     if cfg.stage == "prepare":
         return run_prepare(cfg)
-    return run_training(cfg)
+    return run_training(cfg, run_dir)
 
 
 # ---------------------------------------------------------------------------- training
@@ -136,10 +137,10 @@ def data_view(data: CrossDomainData, use_source: Optional[bool], method: Method,
     return data if use else data.target_only()
 
 
-def run_training(cfg: DictConfig) -> dict:
-    from hydra.core.hydra_config import HydraConfig
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def run_training(cfg: DictConfig, run_dir: Path) -> dict:
+    """Prepare, train, evaluate and write the run record into ``run_dir``; returns results.json."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     chash = config_hash(resolved)

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+import os
+
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
@@ -150,5 +152,23 @@ class Config:
 
 
 def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="cdrbench_schema", node=Config)
+    """Register the schema and cdrbench's resolvers (idempotent)."""
+    ConfigStore.instance().store(name="cdrbench_schema", node=Config)
+    # per-process id used in run directory names, so concurrent runs never share a directory
+    if not OmegaConf.has_resolver("cdrbench.pid"):
+        OmegaConf.register_new_resolver("cdrbench.pid", lambda: os.getpid())
+    # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
+    if not OmegaConf.has_resolver("cdrbench.default_loss"):
+        OmegaConf.register_new_resolver(
+            "cdrbench.default_loss", lambda tasks: "bce" if list(tasks) == ["ctr"] else "bpr"
+        )
+
+
+def compose(overrides: Optional[List[str]] = None) -> DictConfig:
+    """The config ``python -m cdrbench <overrides>`` would run with (for scripts and tests)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    register_configs()
+    with initialize_config_module(config_module="cdrbench.conf", version_base=None):
+        return hydra_compose(config_name="config", overrides=list(overrides or []))
