@@ -90,10 +90,10 @@ def run_prepare(cfg: DictConfig) -> CrossDomainData:
     print(format_statistics(data.statistics()))
     comparison = compare_with_expected(data.statistics(), data_cfg.expected)
     if comparison is not None:
-        print("\nagainst the paper's statistics (data.expected):")
+        print("\nagainst the expected statistics (data.expected, from the paper or the reference):")
         print(comparison.to_string(index=False))
         if not comparison["match"].all():
-            print("WARNING: prepared counts differ from the paper's; see the table above")
+            print("WARNING: prepared counts differ from the expected ones; see the table above")
     return data
 
 

@@ -19,7 +19,7 @@ import torch
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
 from cdrbench.eval.ctr import ctr_metrics
-from cdrbench.eval.topn import UserItemSets, evaluate_topn
+from cdrbench.eval.topn import UserItemSets, evaluate_topn, masked_items
 
 TASKS = ("topn", "ctr")
 #: metrics where lower is better (model selection flips their sign)
@@ -91,7 +91,8 @@ class Evaluator:
                 self._sets[split] = UserItemSets.from_pairs(rows.user, rows.item, data.num_users)
             for split, history in (("valid", ["train"]), ("test", ["train", "valid"])):
                 rows = data.rows(target, history)
-                self._sets[f"history_{split}"] = UserItemSets.from_pairs(rows.user, rows.item, data.num_users)
+                seen = UserItemSets.from_pairs(rows.user, rows.item, data.num_users)
+                self._sets[f"masked_{split}"] = masked_items(self._sets[split], seen)
 
     def evaluate(self, method, split: str, keep_rows: bool = False) -> EvalResult:
         """Metrics of ``split`` (``valid`` or ``test``); call inside ``method.evaluation()``.
@@ -106,7 +107,8 @@ class Evaluator:
                 method.score_users,
                 users=None,
                 positives=self._sets[split],
-                history=self._sets[f"history_{split}"],
+                history=None,
+                masked=self._sets[f"masked_{split}"],
                 num_items=self.num_items,
                 ks=self.ks,
                 map_denominator=self.map_denominator,

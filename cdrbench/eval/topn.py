@@ -164,6 +164,11 @@ class UserItemSets:
         return UserItemSets.from_pairs(u1[keep], i1[keep], self.num_users)
 
 
+def masked_items(positives: UserItemSets, history: UserItemSets) -> UserItemSets:
+    """``H_u \\ R_u``: the history items whose scores are set to ``-inf``."""
+    return history.to("cpu").difference(positives.to("cpu"))
+
+
 def _gather_rows(sets: UserItemSets, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(local_row, item) pairs of the given users, no Python loop. ``rows`` on sets' device."""
     starts = sets.indptr[rows]
@@ -377,6 +382,7 @@ def evaluate_topn(
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     device=None,
     ranking: str = "topk",
+    masked: UserItemSets | None = None,
 ) -> TopNResult:
     """Full-ranking top-N evaluation of ``users`` over all ``num_items`` items.
 
@@ -390,6 +396,8 @@ def evaluate_topn(
     * ``device``: where ranking runs and where chunk user ids are passed; ``None``
       passes ids on the CPU and ranks on whatever device the scores come back on.
     * ``ranking``: ``"topk"`` (default, exact under ties) or ``"sort"`` (stable sort).
+    * ``masked``: ``H_u \\ R_u`` computed once by the caller (see :func:`masked_items`) for
+      repeated evaluations of the same split; then ``history`` must be ``None``.
     """
     # ---- validate arguments
     ks = _check_ks(ks)
@@ -440,7 +448,14 @@ def evaluate_topn(
             )
         cand = torch.unique(cand, sorted=True)
     pos_cpu = positives.to("cpu")
-    mask_cpu = history.to("cpu").difference(pos_cpu)
+    if masked is not None:
+        if history.nnz:
+            raise ValueError("pass either history or masked (= history minus positives), not both")
+        if masked.num_users != num_all_users:
+            raise ValueError(f"positives cover {num_all_users} users but masked covers {masked.num_users}")
+        mask_cpu = masked.to("cpu")
+    else:
+        mask_cpu = history.to("cpu").difference(pos_cpu)
     n_pos_all = pos_cpu.counts()
     n_masked_all = mask_cpu.counts()
     eval_users = cand[n_pos_all[cand] > 0]
