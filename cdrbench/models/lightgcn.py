@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from cdrbench.data.graph import Graph
+from cdrbench.models.sparse import spmm
 
 
 class LightGCNEncoder(torch.nn.Module):
@@ -50,7 +51,7 @@ class LightGCNEncoder(torch.nn.Module):
         x = self.embedding.weight
         total = x
         for _ in range(self.num_layers):
-            x = adj @ x
+            x = spmm(adj, x)
             total = total + x
         return total / (self.num_layers + 1)
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cdrbench.data.graph import Graph
+from cdrbench.models.sparse import spmm
 
 
 class NGCFEncoder(torch.nn.Module):
@@ -56,7 +57,7 @@ class NGCFEncoder(torch.nn.Module):
         x = self.embedding.weight
         layers = [x]
         for w1, w2 in zip(self.w1, self.w2):
-            side = adj @ x
+            side = spmm(adj, x)
             x = F.leaky_relu(w1(side + x) + w2(side * x), negative_slope=0.2)
             x = F.dropout(x, p=self.message_dropout, training=self.training)
             layers.append(F.normalize(x, p=2, dim=1))
