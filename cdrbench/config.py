@@ -151,12 +151,23 @@ class Config:
     output_root: str = "outputs"
 
 
+def _by_profile(profile: str, choices) -> Any:
+    if profile not in choices:
+        raise ValueError(f"method.profile={profile!r} is not one of {sorted(choices)}")
+    value = choices[profile]
+    # a container must come back as a config node, or in-place resolution rejects it
+    return OmegaConf.create(value) if isinstance(value, (list, dict)) else value
+
+
 def register_configs() -> None:
     """Register the schema and cdrbench's resolvers (idempotent)."""
     ConfigStore.instance().store(name="cdrbench_schema", node=Config)
     # per-process id used in run directory names, so concurrent runs never share a directory
     if not OmegaConf.has_resolver("cdrbench.pid"):
         OmegaConf.register_new_resolver("cdrbench.pid", lambda: os.getpid())
+    # method.profile-dependent values: ${by_profile:${method.profile},{paper: X, refcode: Y}}
+    if not OmegaConf.has_resolver("by_profile"):
+        OmegaConf.register_new_resolver("by_profile", _by_profile)
     # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
     if not OmegaConf.has_resolver("cdrbench.default_loss"):
         OmegaConf.register_new_resolver(

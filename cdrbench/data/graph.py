@@ -65,6 +65,19 @@ def normalized_adjacency(
         return coo.coalesce().to_sparse_csr()
 
 
+def mean_adjacency(edge_index: Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    r"""Row-normalised adjacency :math:`D_{in}^{-1} A` (mean over received messages, as PyG's
+    ``aggr="mean"``; parallel edges count with their multiplicity) and its transpose, both CSR."""
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    deg = torch.zeros(num_nodes, dtype=dtype).index_add_(0, dst, torch.ones(src.numel(), dtype=dtype))
+    values = 1.0 / deg[dst]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        forward = torch.sparse_coo_tensor(torch.stack([dst, src]), values, (num_nodes, num_nodes), check_invariants=False)
+        backward = torch.sparse_coo_tensor(torch.stack([src, dst]), values, (num_nodes, num_nodes), check_invariants=False)
+        return forward.coalesce().to_sparse_csr(), backward.coalesce().to_sparse_csr()
+
+
 @dataclass
 class Graph:
     """One graph in the forms the models need, all built from the same training edges.
@@ -79,6 +92,8 @@ class Graph:
     num_users: int
     adj: Tensor
     adj_self_loops: Tensor
+    #: mean aggregation :math:`D_{in}^{-1} A` and its transpose (not symmetric), built on first use
+    _adj_mean: Optional[tuple[Tensor, Tensor]] = None
 
     @classmethod
     def from_edge_index(cls, edge_index: Tensor, num_nodes: int, num_users: int) -> "Graph":
@@ -90,6 +105,14 @@ class Graph:
             adj_self_loops=normalized_adjacency(edge_index, num_nodes, add_self_loops=True),
         )
 
+    @property
+    def adj_mean(self) -> tuple[Tensor, Tensor]:
+        """``(D_in^-1 A, its transpose)`` as CSR on the graph's device."""
+        if self._adj_mean is None:
+            pair = mean_adjacency(self.edge_index.cpu(), self.num_nodes)
+            self._adj_mean = (pair[0].to(self.adj.device), pair[1].to(self.adj.device))
+        return self._adj_mean
+
     def to(self, device) -> "Graph":
         return Graph(
             edge_index=self.edge_index.to(device),
@@ -97,4 +120,5 @@ class Graph:
             num_users=self.num_users,
             adj=self.adj.to(device),
             adj_self_loops=self.adj_self_loops.to(device),
+            _adj_mean=None if self._adj_mean is None else (self._adj_mean[0].to(device), self._adj_mean[1].to(device)),
         )

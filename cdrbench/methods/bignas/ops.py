@@ -117,7 +117,10 @@ class SAGEOp(GraphOp):
         \mathbf{x}'_i = \mathbf{W}_1 \mathbf{x}_i + \mathbf{W}_2 \cdot
         \mathrm{aggr}_{j \in \mathcal{N}(i)} \mathbf{x}_j + \mathbf{b},
 
-    ``aggr`` = ``mean`` by default (spec ``sage_aggr``).
+    ``aggr`` = ``mean`` by default (spec ``sage_aggr``). The mean aggregation is a sparse matmul
+    with :attr:`Graph.adj_mean` (twice differentiable, several times faster than scatter-based
+    message passing on CPU); other aggregations go through ``SAGEConv`` on ``edge_index``. The
+    parameters are those of ``SAGEConv`` either way, and the outputs are equal (tested).
     """
 
     def __init__(self, in_dim: int, out_dim: int, aggr: str = "mean"):
@@ -129,7 +132,10 @@ class SAGEOp(GraphOp):
         self.conv.reset_parameters()
 
     def forward(self, x: Tensor, graph: Graph) -> Tensor:
-        return self.conv(x, graph.edge_index)
+        if self.conv.aggr != "mean":
+            return self.conv(x, graph.edge_index)
+        mean, mean_t = graph.adj_mean
+        return self.conv.lin_l(spmm(mean, x, mean_t)) + self.conv.lin_r(x)
 
 
 class LightGCNOp(GraphOp):
