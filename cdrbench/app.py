@@ -5,6 +5,7 @@ methods and optimisers are built with ``hydra.utils.instantiate``."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import typing
 from pathlib import Path
@@ -19,6 +20,7 @@ from cdrbench.config import Config, DataConfig
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.data.prepare import compare_with_expected, prepare
 from cdrbench.errors import ConfigError
+from cdrbench.eval.ctr import rela_impr_auc, rela_impr_logloss
 from cdrbench.eval.evaluator import Evaluator
 from cdrbench.methods.base import Method
 from cdrbench.train.record import (
@@ -137,6 +139,21 @@ def data_view(data: CrossDomainData, use_source: Optional[bool], method: Method,
     return data if use else data.target_only()
 
 
+def relaimpr_against(test_metrics: dict, baseline_dir: Path) -> dict:
+    """RelaImpr of AUC and LogLoss against the test metrics of the run in ``baseline_dir``."""
+    path = baseline_dir / RESULTS
+    if not path.is_file():
+        raise ConfigError(f"eval.baseline_run={baseline_dir}: no {RESULTS} there (not a finished run)")
+    baseline = json.loads(path.read_text())
+    out: dict = {"baseline_run": str(baseline_dir), "baseline_method": baseline.get("method")}
+    for metric, formula in (("auc", rela_impr_auc), ("logloss", rela_impr_logloss)):
+        ours, theirs = test_metrics.get(metric), baseline["test"].get(metric)
+        if ours is None or theirs is None:
+            raise ConfigError(f"eval.baseline_run: {metric} is missing or undefined in this run or in {path}")
+        out[f"relaimpr_{metric}"] = formula(ours, theirs)
+    return out
+
+
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     """Prepare, train, evaluate and write the run record into ``run_dir``; returns results.json."""
     run_dir = Path(run_dir)
@@ -243,6 +260,8 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         "git_sha": git_sha(),
         "run_dir": str(run_dir),
     }
+    if eval_cfg.baseline_run:
+        results["relaimpr"] = relaimpr_against(test.metrics, Path(eval_cfg.baseline_run))
     write_json(run_dir / RESULTS, results)
 
     shown_k = int(monitor.split("@")[1]) if "@" in monitor else default_k(list(eval_cfg.ks))
@@ -250,6 +269,8 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
     print(f"\n{name} on {data.name} (seed {seed}; best epoch {state.best_epoch}; "
           f"{results['seconds']['total']:.1f} s; peak RSS {results['memory']['peak_rss_bytes'] / 2**20:.0f} MiB)")
     print(format_table(table))
+    for key, value in (results.get("relaimpr") or {}).items():
+        print(f"{key}: {value:+.2f}%" if isinstance(value, float) else f"{key}: {value}")
     for note in results["notes"].values():
         print(f"note: {note}")
     print(f"run directory: {run_dir}")

@@ -132,6 +132,9 @@ class EvalConfig:
     gauc: bool = False
     #: CTR prediction batch size
     batch_size: int = 65536
+    #: run directory of a baseline run: results.json then also holds RelaImpr (AUC, LogLoss)
+    #: of this run's test metrics against that run's (BiGNAS paper formulas)
+    baseline_run: Optional[str] = None
 
 
 @dataclass

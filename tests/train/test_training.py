@@ -115,3 +115,14 @@ def test_early_stopping_respects_patience(tmp_path):
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert results["stopped_early"]
     assert len(history) == results["best_epoch"] + 1 + 2
+
+
+def test_relaimpr_against_a_named_baseline_run(tmp_path):
+    base = run_training(compose([*SMALL[:-1], f"data.root={tmp_path / 'data'}", f"output_root={tmp_path}",
+                                 "method=pop", "eval.tasks=[ctr]"]), tmp_path / "base")
+    ours = train(tmp_path, "ours", "eval.tasks=[ctr]", f"eval.baseline_run={tmp_path / 'base'}")
+    auc_m, auc_b = ours["test"]["auc"], base["test"]["auc"]
+    ll_m, ll_b = ours["test"]["logloss"], base["test"]["logloss"]
+    assert ours["relaimpr"]["relaimpr_auc"] == pytest.approx(((auc_m - 0.5) / (auc_b - 0.5) - 1) * 100)
+    assert ours["relaimpr"]["relaimpr_logloss"] == pytest.approx((ll_b / ll_m - 1) * 100)
+    assert ours["relaimpr"]["baseline_method"] == "pop"
