@@ -8,10 +8,11 @@ import torch
 from torch import Tensor
 
 from cdrbench.data.graph import Graph
+from cdrbench.models.embedding import NodeEmbeddings
 from cdrbench.models.sparse import spmm
 
 
-class LightGCNEncoder(torch.nn.Module):
+class LightGCNEncoder(NodeEmbeddings):
     r"""LightGCN (He et al., SIGIR 2020) as an encoder: embeddings propagated without weights or
     non-linearities and averaged over layers,
 
@@ -36,15 +37,8 @@ class LightGCNEncoder(torch.nn.Module):
     def __init__(
         self, num_users: int, num_items: int, embedding_dim: int = 64, num_layers: int = 2, init_std: Optional[float] = None
     ):
-        super().__init__()
-        self.num_users = num_users
-        self.num_items = num_items
+        super().__init__(num_users, num_items, embedding_dim, init_std)
         self.num_layers = num_layers
-        self.embedding = torch.nn.Embedding(num_users + num_items, embedding_dim)
-        if init_std is None:
-            torch.nn.init.xavier_normal_(self.embedding.weight)
-        else:
-            torch.nn.init.normal_(self.embedding.weight, std=init_std)
 
     def propagate(self, adj: Tensor) -> Tensor:
         """Layer-averaged node embeddings ``[U + I, d]``."""
@@ -57,8 +51,4 @@ class LightGCNEncoder(torch.nn.Module):
 
     def forward(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Return ``(user_embeddings [U, d], item_embeddings [I, d])`` after propagation."""
-        out = self.propagate(graph.adj)
-        return out[: self.num_users], out[self.num_users :]
-
-    def ego_embeddings(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        return self.embedding(users), self.embedding(items + self.num_users)
+        return self.split(self.propagate(graph.adj))

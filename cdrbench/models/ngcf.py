@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cdrbench.data.graph import Graph
+from cdrbench.models.embedding import NodeEmbeddings
 from cdrbench.models.sparse import spmm
 
 
-class NGCFEncoder(torch.nn.Module):
+class NGCFEncoder(NodeEmbeddings):
     r"""Neural Graph Collaborative Filtering as an encoder. Each layer computes
 
     .. math::
@@ -40,14 +41,7 @@ class NGCFEncoder(torch.nn.Module):
         message_dropout: float = 0.1,
         init_std: Optional[float] = None,
     ):
-        super().__init__()
-        self.num_users = num_users
-        self.num_items = num_items
-        self.embedding = torch.nn.Embedding(num_users + num_items, embedding_dim)
-        if init_std is None:
-            torch.nn.init.xavier_normal_(self.embedding.weight)
-        else:
-            torch.nn.init.normal_(self.embedding.weight, std=init_std)
+        super().__init__(num_users, num_items, embedding_dim, init_std)
         widths = [embedding_dim, *hidden]
         self.w1 = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.w2 = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
@@ -64,8 +58,4 @@ class NGCFEncoder(torch.nn.Module):
         return torch.cat(layers, dim=1)
 
     def forward(self, graph: Graph) -> tuple[Tensor, Tensor]:
-        out = self.propagate(graph.adj)
-        return out[: self.num_users], out[self.num_users :]
-
-    def ego_embeddings(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        return self.embedding(users), self.embedding(items + self.num_users)
+        return self.split(self.propagate(graph.adj))

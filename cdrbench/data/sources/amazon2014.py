@@ -8,7 +8,7 @@ from typing import Optional
 import pandas as pd
 
 from cdrbench.data.sources._io import read_json_lines, require_file
-from cdrbench.data.sources.base import RawFile, Reader, tidy_frame
+from cdrbench.data.sources.base import CategoryFile, tidy_frame
 
 URL_BASE = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
 PAGE = "http://jmcauley.ucsd.edu/data/amazon/"
@@ -44,7 +44,7 @@ def read_reviews(path: Path, domain: str) -> pd.DataFrame:
     return tidy_frame(cols["reviewerID"], cols["asin"], cols["overall"], cols["unixReviewTime"], domain)
 
 
-class Amazon2014Reviews(Reader):
+class Amazon2014Reviews(CategoryFile):
     """``<folder>/reviews_<category>_5.json.gz`` from the Amazon 2014 release.
 
     ``category`` is the file's category part, e.g. ``Books``, ``CDs_and_Vinyl``,
@@ -52,22 +52,13 @@ class Amazon2014Reviews(Reader):
     official URL is then not offered for download, since it would not be that file.
     """
 
+    prefix = "reviews_"
+    suffix = "_5.json.gz"
+    url_base = URL_BASE
+    page = PAGE
+
     def __init__(self, category: str, folder: str = "amazon2014", filename: Optional[str] = None):
-        self.category = category
-        self.folder = folder
-        self.filename = filename
-
-    @property
-    def official_name(self) -> str:
-        return f"reviews_{self.category}_5.json.gz"
-
-    def raw_file(self) -> RawFile:
-        name = self.filename or self.official_name
-        url = URL_BASE + self.official_name if name == self.official_name else None
-        return RawFile(relpath=f"{self.folder}/{name}", url=url, page=PAGE)
-
-    def raw_files(self, root: Path) -> list[RawFile]:
-        return [self.raw_file()]
+        super().__init__(category, folder, filename)
 
     def read(self, root: Path) -> pd.DataFrame:
         raw = self.raw_file()

@@ -9,32 +9,19 @@ import pandas as pd
 
 from cdrbench.data.sources._io import open_binary, require_file, to_float
 from cdrbench.data.sources.amazon2014 import read_reviews
-from cdrbench.data.sources.base import RawFile, Reader, tidy_frame
+from cdrbench.data.sources.base import CategoryFile, tidy_frame
 from cdrbench.errors import DataFormatError
 
 URL_BASE = "http://deepyeti.ucsd.edu/jianmo/amazon/categoryFilesSmall/"
 PAGE = "https://nijianmo.github.io/amazon/"
 
 
-class _Amazon2018File(Reader):
-    suffix = ""
+class _Amazon2018File(CategoryFile):
+    url_base = URL_BASE
+    page = PAGE
 
     def __init__(self, category: str, folder: str = "amazon2018", filename: Optional[str] = None):
-        self.category = category
-        self.folder = folder
-        self.filename = filename
-
-    @property
-    def official_name(self) -> str:
-        return f"{self.category}{self.suffix}"
-
-    def raw_file(self) -> RawFile:
-        name = self.filename or self.official_name
-        url = URL_BASE + self.official_name if name == self.official_name else None
-        return RawFile(relpath=f"{self.folder}/{name}", url=url, page=PAGE)
-
-    def raw_files(self, root: Path) -> list[RawFile]:
-        return [self.raw_file()]
+        super().__init__(category, folder, filename)
 
     def _path(self, root: Path) -> Path:
         raw = self.raw_file()

@@ -68,6 +68,34 @@ class Reader(abc.ABC):
         return {k: v for k, v in sorted(vars(self).items()) if not k.startswith("_")}
 
 
+class CategoryFile(Reader):
+    """A reader of one official per-category file: ``<folder>/<prefix><category><suffix>`` at
+    ``url_base`` + that name. ``filename`` overrides the name (a renamed or sample file); the
+    official URL is then not offered for download, since it would not be that file."""
+
+    prefix = ""
+    suffix = ""
+    url_base = ""
+    page: Optional[str] = None
+
+    def __init__(self, category: str, folder: str, filename: Optional[str] = None):
+        self.category = category
+        self.folder = folder
+        self.filename = filename
+
+    @property
+    def official_name(self) -> str:
+        return f"{self.prefix}{self.category}{self.suffix}"
+
+    def raw_file(self) -> RawFile:
+        name = self.filename or self.official_name
+        url = self.url_base + self.official_name if name == self.official_name else None
+        return RawFile(relpath=f"{self.folder}/{name}", url=url, page=self.page)
+
+    def raw_files(self, root: Path) -> list[RawFile]:
+        return [self.raw_file()]
+
+
 def tidy_frame(user, item, rating, ts, domain: str) -> pd.DataFrame:
     """Build a tidy table with the canonical dtypes from column sequences."""
     frame = pd.DataFrame(
