@@ -22,6 +22,7 @@ import pandas as pd
 from cdrbench.data.sources.base import RawFile, Reader, tidy_frame
 
 _START_TS = 1_500_000_000  # 2017-07-14, an arbitrary fixed origin keeps runs reproducible
+_USER_CHUNK = 1024
 
 
 class SyntheticDomain(Reader):
@@ -84,16 +85,18 @@ class SyntheticDomain(Reader):
         )
 
         counts = np.minimum(np.maximum(local.poisson(self.interactions_per_user, size=present.size), 3), self.num_items)
-        affinity = user_factors[present] @ item_factors.T / np.sqrt(self.dim)
-        gumbel = local.gumbel(size=affinity.shape)
-        order = np.argsort(-(affinity / self.temperature + gumbel), axis=1, kind="stable")
-
         rows_user, rows_item, rows_aff = [], [], []
-        for pos, (user, count) in enumerate(zip(present, counts)):
-            picks = order[pos, :count]
-            rows_user.append(np.full(count, user))
-            rows_item.append(picks)
-            rows_aff.append(affinity[pos, picks])
+        # users in chunks: memory stays O(chunk x items) however large the set
+        for start in range(0, present.size, _USER_CHUNK):
+            chunk = present[start : start + _USER_CHUNK]
+            affinity = user_factors[chunk] @ item_factors.T / np.sqrt(self.dim)
+            keys = affinity / self.temperature + local.gumbel(size=affinity.shape)
+            order = np.argsort(-keys, axis=1, kind="stable")
+            for pos, (user, count) in enumerate(zip(chunk, counts[start : start + _USER_CHUNK])):
+                picks = order[pos, :count]
+                rows_user.append(np.full(count, user))
+                rows_item.append(picks)
+                rows_aff.append(affinity[pos, picks])
         users = np.concatenate(rows_user)
         items = np.concatenate(rows_item)
         aff = np.concatenate(rows_aff)
