@@ -5,14 +5,14 @@
    ``method=bignas`` (paper profile, bi-level steps on from the first epoch so that every epoch
    carries its outer steps), seconds per epoch and peak RSS.
 2. On synthetic two-domain graphs of growing size (default 4 sizes spanning > 100x in edges):
-   seconds per inner iteration (averaged over ``--iterations`` iterations, outer steps
-   included at the configured rate), extrapolated to seconds per epoch, and the slope of
-   log(seconds per iteration) against log(edges).
+   seconds per inner iteration (averaged over ``--iterations`` iterations, with the outer steps
+   they contain at the default rate of one per 20 iterations), extrapolated to seconds per
+   epoch, and the slope of log(seconds per iteration) against log(edges).
 
 Every measurement runs in a fresh process (peak RSS is per measurement).
 
     python scripts/bench_bignas.py --root ../shared/data
-    python scripts/bench_bignas.py --skip-real --users 250 1000 4000 25000 --device cuda
+    python scripts/bench_bignas.py --skip-real --users 150 600 2400 16000 64000 --device cuda
 """
 
 from __future__ import annotations
@@ -86,31 +86,39 @@ def _synthetic(users: int, iterations: int, device: str, queue) -> None:
             "method.bilevel.warmup_epochs=0",
         ]
         data, method = _setup(overrides, device)
-    # time a fixed number of inner iterations (outer steps at their configured rate)
-    batches = method._epoch_batches()
-    per_epoch = len(batches)
-    calls = {"n": 0}
+    # time a fixed number of inner iterations, across epoch boundaries when an epoch is shorter,
+    # with outer steps at the configured rate (every outer_every global iterations)
+    per_epoch = len(method._epoch_batches())
+    budget = {"left": 0}
 
     def limited(iterable, **_):
         for item in iterable:
-            if calls["n"] >= iterations:
+            if budget["left"] <= 0:
                 return
-            calls["n"] += 1
+            budget["left"] -= 1
             yield item
 
-    method.opt_bilevel.outer_every = max(1, min(method.opt_bilevel.outer_every, iterations // 2))
-    method.train_epoch(Phase("train"), 0, lambda it, **_: limited(it))  # warm-up
-    calls["n"] = 0
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    stats = method.train_epoch(Phase("train"), 1, lambda it, **_: limited(it))
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    def run(n: int, first_epoch: int) -> tuple[float, int, float]:
+        done, epoch, outer, seconds = 0, first_epoch, 0.0, 0.0
+        while done < n:
+            budget["left"] = n - done
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            stats = method.train_epoch(Phase("train"), epoch, lambda it, **_: limited(it))
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - started
+            done += (n - done) - budget["left"]
+            outer += stats["outer_steps"]
+            epoch += 1
+        return seconds, done, outer
+
+    run(5, 0)  # warm-up (allocators, first-call overheads)
+    seconds, done, outer = run(iterations, 100)
     edges = sum(len(data.train(d)) for d in data.domains)
-    queue.put({"users": users, "edges": edges, "seconds_per_iteration": seconds / calls["n"],
-               "iterations_per_epoch": per_epoch, "outer_steps": stats["outer_steps"],
+    queue.put({"users": users, "edges": edges, "seconds_per_iteration": seconds / done,
+               "iterations_per_epoch": per_epoch, "outer_steps": outer,
                "outer_every": method.opt_bilevel.outer_every, "peak_rss_mib": _peak_mib(),
                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None})
 
@@ -131,8 +139,8 @@ def main() -> int:
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--profile", default="paper")
-    parser.add_argument("--users", type=int, nargs="+", default=[250, 1000, 4000, 25000])
-    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--users", type=int, nargs="+", default=[150, 600, 2400, 16000])
+    parser.add_argument("--iterations", type=int, default=40, help="timed inner iterations per size")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--json", help="write all figures to this file")
