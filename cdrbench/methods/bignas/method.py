@@ -11,6 +11,14 @@ file (:mod:`.supernet`, :mod:`.perceptron`, :mod:`.hypergrad`); this class is th
   paper Eqs. 7-12): φ takes one step along the implicit hypergradient of the target BCE on a
   development batch drawn from the target *training* rows, through a K-truncated Neumann series.
 
+Who updates the perceptron: in the paper (Eqs. 7-12) and in the authors' code alike, φ moves only
+by the hypergradient; the training loss's gradient on φ is never applied (the authors' code
+computes it and then overwrites ``φ.grad`` before the outer step). Here φ has
+``requires_grad=False`` during inner steps, so that gradient is not even computed, and the outer
+step overwrites ``φ.grad`` with the clipped hypergradient (tested). With
+``perceptor.detach_inputs=false`` (both sources) the training loss still reaches the embeddings
+*through* the perceptron's inputs.
+
 Every difference between the paper and the authors' code is a named option below; the
 ``method.profile`` key of ``conf/method/bignas.yaml`` sets them all at once (``paper`` or
 ``refcode``). The ablations of the paper's Figure 2 are ``variant``.
