@@ -83,6 +83,8 @@ class Evaluator:
         target = data.target_domain
         self.num_items = data.num_items(target)
         self._sets: dict[str, UserItemSets] = {}
+        # the labelled rows of each split, selected once (evaluation runs every epoch)
+        self._ctr_rows = {split: data.rows(target, split) for split in ("valid", "test")} if "ctr" in self.tasks else {}
         if "topn" in self.tasks:
             for split in ("valid", "test"):
                 rows = data.rows(target, split)
@@ -125,7 +127,7 @@ class Evaluator:
                 per_user.insert(1, "user_raw", self.data.user_tokens[per_user["user"].to_numpy()])
                 result.per_user = per_user
         if "ctr" in self.tasks:
-            rows = self.data.rows(self.data.target_domain, split)
+            rows = self._ctr_rows[split]
             probs = []
             for start in range(0, len(rows), self.batch_size):
                 users = rows.user[start : start + self.batch_size].to(self.device)
