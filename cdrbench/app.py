@@ -27,6 +27,7 @@ from cdrbench.train.record import (
     RESULTS, config_hash, find_resumable, format_table, git_sha, package_versions, results_table,
     write_artifacts, write_frame, write_json, write_status,
 )
+from cdrbench.train.artifact_cache import ArtifactCache
 from cdrbench.train.runtime import Progress, peak_memory_bytes, resolve_device, seed_everything
 from cdrbench.train.trainer import LAST, Trainer, load_checkpoint
 
@@ -205,6 +206,8 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         batch_size=eval_cfg.batch_size, device=device,
     )
     monitor = trainer_cfg.monitor or default_monitor(tasks, list(eval_cfg.ks))
+    if trainer_cfg.artifact_cache:
+        method.artifact_cache = ArtifactCache(trainer_cfg.artifact_dir)
     method.setup(view, device, seed)
     trainer = Trainer(
         method, evaluator, run_dir, max_epochs=trainer_cfg.max_epochs, eval_every=trainer_cfg.eval_every,

@@ -116,6 +116,10 @@ class TrainerConfig:
     device: str = "auto"
     #: torch.use_deterministic_algorithms(True, warn_only=True)
     deterministic: bool = True
+    #: reuse pre-trained weights (HAGO, PCRec) from the content-hashed artifact cache
+    artifact_cache: bool = True
+    #: artifact cache directory; null = $XDG_CACHE_HOME/cdrbench/artifacts (~/.cache/...)
+    artifact_dir: Optional[str] = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ config. The :class:`~cdrbench.train.trainer.Trainer` drives it::
                 with method.evaluation():
                     evaluator.evaluate(method, "valid")
         # a selecting phase ends with its best state restored (load_state_dict)
+        method.end_phase(phase)                 # e.g. store pre-trained weights in the artifact cache
     with method.evaluation():                   # test, once, from the best state
         evaluator.evaluate(method, "test")
 
@@ -46,6 +47,7 @@ import torch
 from torch import Tensor
 
 from cdrbench.data.dataset import CrossDomainData
+from cdrbench.train.artifact_cache import ArtifactCache
 
 #: wraps an iterable in a progress bar (or not): ``progress(iterable, total=..., desc=...)``
 Progress = Callable[..., Iterable]
@@ -77,6 +79,11 @@ class Method(abc.ABC):
     def __init__(self) -> None:
         self.data: Optional[CrossDomainData] = None
         self.device = torch.device("cpu")
+        #: set by the entry point before :meth:`setup` (``None`` = no caching). A method with a
+        #: pre-training stage looks its pre-trained state up there in ``setup`` (a hit makes that
+        #: phase 0 epochs long, so phase indices stay stable for resume) and stores it in
+        #: :meth:`end_phase`; the key hashes the prepared data's key and every pre-training option.
+        self.artifact_cache: Optional[ArtifactCache] = None
 
     # ------------------------------------------------------------------ lifecycle
     @abc.abstractmethod
@@ -88,6 +95,10 @@ class Method(abc.ABC):
 
     def start_phase(self, phase: Phase) -> None:
         """Called before the first epoch of ``phase`` (not again when resuming inside it)."""
+
+    def end_phase(self, phase: Phase) -> None:
+        """Called once after the last epoch of ``phase`` (a selecting phase has its best state
+        restored by then), e.g. to store pre-trained weights in :attr:`artifact_cache`."""
 
     @abc.abstractmethod
     def train_epoch(self, phase: Phase, epoch: int, progress: Progress) -> dict[str, float]:
@@ -142,3 +153,34 @@ class Method(abc.ABC):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for m in self.modules() for p in m.parameters())
+
+
+class DotProductScoring:
+    r"""Scoring of every method whose score is :math:`\hat y_{ui} = h_u^\top h_i`.
+
+    A mixin placed before :class:`Method` in the bases: the subclass implements
+    :meth:`scoring_embeddings` (user rows ``[U, d]`` and *target* item rows ``[I_target, d]``,
+    computed once per evaluation), and gets top-N scores by chunked matrix products and click
+    probabilities :math:`\sigma(\hat y_{ui})` (so a top-N method also sits in a CTR table).
+    """
+
+    tasks = frozenset({"topn", "ctr"})
+    _scoring: Optional[tuple[Tensor, Tensor]] = None
+
+    def scoring_embeddings(self) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def prepare_scoring(self) -> None:
+        self._scoring = self.scoring_embeddings()
+
+    def clear_scoring(self) -> None:
+        self._scoring = None
+
+    def score_users(self, users: Tensor) -> Tensor:
+        user_emb, item_emb = self._scoring
+        return user_emb[users.to(user_emb.device)] @ item_emb.T
+
+    def predict_ctr(self, users: Tensor, items: Tensor) -> Tensor:
+        user_emb, item_emb = self._scoring
+        users, items = users.to(user_emb.device), items.to(item_emb.device)
+        return torch.sigmoid((user_emb[users] * item_emb[items]).sum(-1))

@@ -34,6 +34,7 @@ PACKAGES = ("cdrbench", "torch", "torch-geometric", "hydra-core", "omegaconf", "
 NON_SEMANTIC_KEYS = (
     "seed", "stage", "tag", "output_root",
     "trainer.resume", "trainer.resume_from", "trainer.progress", "trainer.save_last",
+    "trainer.artifact_cache", "trainer.artifact_dir",
     "data.root", "data.cache_dir", "data.download",
 )
 

@@ -144,6 +144,7 @@ class Trainer:
             self._run_phase(phase)
             if phase.select and self._best_method_state is not None:
                 self.method.load_state_dict(self._best_method_state)
+            self.method.end_phase(phase)
             last_phase = self.state.phase == len(phases) - 1
             if not last_phase:  # the next selecting phase keeps its own best
                 self.state = TrainerState(phase=self.state.phase + 1, history=self.state.history)
