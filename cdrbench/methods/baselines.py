@@ -17,7 +17,9 @@ from torch import Tensor
 
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
-from cdrbench.methods.base import Method, Phase, Progress
+from cdrbench.methods.base import DotProductScoring, Method, Phase, Progress
+from cdrbench.models.losses import bpr_loss, embedding_l2
+from cdrbench.train.sampling import NegativeSampler, bpr_triples
 
 LOSSES = ("bpr", "bce")
 
@@ -74,37 +76,7 @@ class Popularity(Method):
         pass
 
 
-class NegativeSampler:
-    """Uniform negatives from the positive's own domain, excluding the user's training items.
-
-    Item ids are in the stacked item space; ``domain_ranges[d] = (start, stop)``. A candidate that
-    is a known positive is redrawn (up to ``max_tries`` rounds; then it is kept)."""
-
-    def __init__(self, users: Tensor, items: Tensor, num_items: int, domain_of_item: Tensor,
-                 domain_ranges: Tensor, generator: torch.Generator, max_tries: int = 10):
-        self.num_items = num_items
-        self.known = torch.unique(users.long() * num_items + items.long())
-        self.domain_of_item = domain_of_item
-        self.domain_ranges = domain_ranges
-        self.generator = generator
-        self.max_tries = max_tries
-
-    def sample(self, users: Tensor, pos_items: Tensor) -> Tensor:
-        ranges = self.domain_ranges[self.domain_of_item[pos_items]]
-        start, width = ranges[:, 0], ranges[:, 1] - ranges[:, 0]
-        neg = start + (torch.rand(len(users), generator=self.generator) * width).long()
-        for _ in range(self.max_tries):
-            keys = users * self.num_items + neg
-            pos = torch.searchsorted(self.known, keys).clamp(max=len(self.known) - 1)
-            clash = self.known[pos] == keys
-            if not clash.any():
-                break
-            redraw = start[clash] + (torch.rand(int(clash.sum()), generator=self.generator) * width[clash]).long()
-            neg[clash] = redraw
-        return neg
-
-
-class CollaborativeFiltering(Method):
+class CollaborativeFiltering(DotProductScoring, Method):
     r"""BPR-MF, LightGCN and NGCF: an encoder from ``cdrbench.models`` plus a training objective.
 
     * ``loss=bpr`` (top-N): :math:`-\ln\sigma(\hat y_{ui} - \hat y_{uj})` with one uniform negative
@@ -149,7 +121,6 @@ class CollaborativeFiltering(Method):
         self.batch_size = batch_size
         self.reg_weight = reg_weight
         self.num_negatives = num_negatives
-        self._cache: Optional[tuple[Tensor, Tensor]] = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, data: CrossDomainData, device: torch.device, seed: int) -> None:
@@ -190,37 +161,32 @@ class CollaborativeFiltering(Method):
     def train_epoch(self, phase: Phase, epoch: int, progress: Progress) -> dict[str, float]:
         self.encoder.train()
         order = torch.randperm(len(self.train_users), generator=self.generator)
-        batches = order.split(self.batch_size)
+        num_batches = -(-len(order) // self.batch_size)
         total, count = 0.0, 0
-        for batch in progress(batches, total=len(batches), desc=f"epoch {epoch}"):
-            users = self.train_users[batch]
-            items = self.train_items[batch]
-            if self.loss == "bpr":
-                users = users.repeat(self.num_negatives)
-                items = items.repeat(self.num_negatives)
-                negatives = self.sampler.sample(users, items)
-                loss = self._bpr_loss(users.to(self.device), items.to(self.device), negatives.to(self.device))
-            else:
-                loss = self._bce_loss(users.to(self.device), items.to(self.device), self.train_labels[batch].to(self.device))
+        if self.loss == "bpr":
+            batches = bpr_triples(self.train_users, self.train_items, self.sampler, self.batch_size,
+                                  self.generator, self.num_negatives, order=order)
+        else:
+            batches = ((self.train_users[b], self.train_items[b], self.train_labels[b]) for b in order.split(self.batch_size))
+        for users, items, third in progress(batches, total=num_batches, desc=f"epoch {epoch}"):
+            users, items, third = users.to(self.device), items.to(self.device), third.to(self.device)
+            loss = self._bpr_loss(users, items, third) if self.loss == "bpr" else self._bce_loss(users, items, third)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
+            rows = len(users) // (self.num_negatives if self.loss == "bpr" else 1)
+            total += float(loss.detach()) * rows
+            count += rows
         return {"loss": total / max(1, count)}
-
-    def _l2(self, *ego: Tensor) -> Tensor:
-        return sum(e.pow(2).sum() for e in ego) / (2 * ego[0].shape[0])
 
     def _bpr_loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
         user_emb, item_emb = self.encoder(self.graph)
         u = user_emb[users]
-        diff = (u * item_emb[pos]).sum(-1) - (u * item_emb[neg]).sum(-1)
-        loss = F.softplus(-diff).mean()  # = -log sigmoid(diff), numerically stable
+        loss = bpr_loss((u * item_emb[pos]).sum(-1), (u * item_emb[neg]).sum(-1))
         if self.reg_weight:
             eu, ei = self.encoder.ego_embeddings(users, pos)
             _, ej = self.encoder.ego_embeddings(users, neg)
-            loss = loss + self.reg_weight * self._l2(eu, ei, ej)
+            loss = loss + self.reg_weight * embedding_l2(eu, ei, ej)
         return loss
 
     def _bce_loss(self, users: Tensor, items: Tensor, labels: Tensor) -> Tensor:
@@ -228,24 +194,13 @@ class CollaborativeFiltering(Method):
         logits = (user_emb[users] * item_emb[items]).sum(-1)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         if self.reg_weight:
-            loss = loss + self.reg_weight * self._l2(*self.encoder.ego_embeddings(users, items))
+            loss = loss + self.reg_weight * embedding_l2(*self.encoder.ego_embeddings(users, items))
         return loss
 
     # ------------------------------------------------------------------ scoring
-    def prepare_scoring(self) -> None:
+    def scoring_embeddings(self) -> tuple[Tensor, Tensor]:
         user_emb, item_emb = self.encoder(self.graph)
-        self._cache = (user_emb, item_emb[self.target_slice])
-
-    def clear_scoring(self) -> None:
-        self._cache = None
-
-    def score_users(self, users: Tensor) -> Tensor:
-        user_emb, target_items = self._cache
-        return user_emb[users.to(self.device)] @ target_items.T
-
-    def predict_ctr(self, users: Tensor, items: Tensor) -> Tensor:
-        user_emb, target_items = self._cache
-        return torch.sigmoid((user_emb[users] * target_items[items]).sum(-1))
+        return user_emb, item_emb[self.target_slice]
 
     # ------------------------------------------------------------------ state
     def modules(self) -> list[torch.nn.Module]:
