@@ -40,8 +40,14 @@ class SplitConfig:
 
     #: leave_last_two (BiGNAS/BIAO) | ratio (per-user random, RecBole rounding, HAGO)
     #: | holdout (random test share, then valid share of the rest; PCRec) | temporal (global)
-    #: | given (the reader's own split column)
+    #: | given (the user's own split: the target reader gives each row's split, e.g.
+    #: ``cdrbench.data.sources.given.GivenSplit`` over train/valid/test files of any reader).
     kind: str = "leave_last_two"
+    #: what is split: ``pair`` = every row of one (user, item) pair goes to the split of its first
+    #: row, so a pair repeated under ``dedup=keep`` is never in train and valid/test at once
+    #: (``given`` refuses files that put one pair in two splits); ``row`` = rows are split one by
+    #: one, as RecBole and the HAGO reference code do (a repeated pair can be an easy hit)
+    unit: str = "pair"
     #: train/valid/test shares for ``ratio`` and ``temporal``
     ratios: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     #: test share and the share of the remaining rows moved to valid, for ``holdout``
@@ -61,7 +67,8 @@ class DataConfig:
     name: str = MISSING
     #: where raw files live: ``<root>/<folder>/...``; ``~`` and env vars are expanded
     root: str = "${oc.env:CDRBENCH_DATA,'~/.cache/cdrbench'}"
-    #: prepared-data cache; null = ``<root>/.cdrbench-prepared``
+    #: prepared-data cache; null = ``$XDG_CACHE_HOME/cdrbench/prepared`` (``~/.cache/...``), so a
+    #: user's data folder is only ever read
     cache_dir: Optional[str] = None
     #: allow downloading missing raw files from their official URLs
     download: bool = True
@@ -76,6 +83,9 @@ class DataConfig:
     min_rating: Optional[float] = None
     #: click label y = rating > label_threshold (BiGNAS: 3); null = no labels (implicit data)
     label_threshold: Optional[float] = None
+    #: [lowest, highest] valid rating: a row outside is an error naming the file and line;
+    #: null = no check (the prepare report shows each domain's rating range)
+    rating_range: Optional[List[float]] = None
     #: users kept: all | common (present in every domain)
     users: str = "all"
     #: drop users with fewer target rows (from every domain); BiGNAS needs 2 (valid + test)
@@ -129,9 +139,17 @@ class EvalConfig:
     ks: List[int] = field(default_factory=lambda: [10, 20, 50])
     #: MAP@K denominator: min_k_rel | rel | k | hits
     map_denominator: str = "min_k_rel"
-    #: top-N user chunk size; null = as many users as fit into max_chunk_bytes of scores
+    #: top-N users ranked at once; null = as many as fit into ``max_chunk_bytes``
     chunk_size: Optional[int] = None
+    #: memory budget of one ranking chunk: every [users x items] working tensor of the chunk
+    #: (scores, their copy, tie keys, positive mask) counted, see ``eval.topn.BYTES_PER_CELL``
     max_chunk_bytes: int = 1 << 30
+    #: sampled-negative protocol: 0 = full ranking over every target item (default); N > 0 =
+    #: each valid/test row is ranked against N items the user never interacted with (train,
+    #: valid or test), drawn once with ``negatives_seed``, saved beside the prepared data and
+    #: reused by every method and run (leave-one-out HR/NDCG@K over 1 + N candidates)
+    negatives: int = 0
+    negatives_seed: int = 0
     #: CTR: report GAUC too (undefined on leave-one-out splits)
     gauc: bool = False
     #: CTR prediction batch size
@@ -166,12 +184,19 @@ def _by_profile(profile: str, choices) -> Any:
     return OmegaConf.create(value) if isinstance(value, (list, dict)) else value
 
 
+def _stage_dir(stage: str, prepare_dir: str, run_dir: str) -> str:
+    """``hydra.run.dir``: ``stage=prepare`` writes its tables to one folder per data set."""
+    return prepare_dir if stage == "prepare" else run_dir
+
+
 def register_configs() -> None:
     """Register the schema and cdrbench's resolvers (idempotent)."""
     ConfigStore.instance().store(name="cdrbench_schema", node=Config)
     # per-process id used in run directory names, so concurrent runs never share a directory
     if not OmegaConf.has_resolver("cdrbench.pid"):
         OmegaConf.register_new_resolver("cdrbench.pid", lambda: os.getpid())
+    if not OmegaConf.has_resolver("cdrbench.stage_dir"):
+        OmegaConf.register_new_resolver("cdrbench.stage_dir", _stage_dir)
     # method.profile-dependent values: ${by_profile:${method.profile},{paper: X, refcode: Y}}
     if not OmegaConf.has_resolver("by_profile"):
         OmegaConf.register_new_resolver("by_profile", _by_profile)
