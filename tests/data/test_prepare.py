@@ -162,10 +162,14 @@ def test_holdout_counts_match_pcrec_examples(n, expected):
     assert (n - n_test[0] - n_valid[0], n_valid[0], n_test[0]) == expected
 
 
-def _random_target(num_users=30, rows_per_user=12):
+def _random_target(num_users=30, rows_per_user=12, repeats=False):
+    """Random rows; ``repeats`` lets a user's items repeat (else each row is a distinct pair)."""
     rng = np.random.default_rng(1)
     users = np.repeat([f"u{i}" for i in range(num_users)], rows_per_user)
-    items = rng.integers(0, 50, size=users.size)
+    if repeats:
+        items = rng.integers(0, 50, size=users.size)
+    else:
+        items = np.concatenate([rng.permutation(50)[:rows_per_user] for _ in range(num_users)])
     return tidy_frame(users, items, rng.integers(1, 6, size=users.size), np.arange(users.size) * 10.0, "t")
 
 
@@ -185,11 +189,17 @@ def test_same_seed_same_split_other_seed_other_split(kind):
 
 def test_ratio_split_per_user_counts():
     cfg = make_cfg(split=SplitConfig(kind="ratio", seed=3))
-    raw = {"s": _random_target().assign(domain="s"), "t": _random_target()}
+    raw = {"s": _random_target().assign(domain="s"), "t": _random_target(repeats=True)}
     data, _ = prep.preprocess(raw, cfg, log=lambda _: None)
     f = data.interactions["t"].to_frame()
-    per_user = f.groupby("user")["split"].value_counts().unstack(fill_value=0)
-    assert (per_user[0] == 10).all() and (per_user[1] == 1).all() and (per_user[2] == 1).all()
+    # the unit of splitting is the distinct (user, item) pair (the random items repeat): each
+    # user's pairs follow RecBole's counts, and every pair sits in exactly one split
+    pairs = f.drop_duplicates(["user", "item", "split"])
+    assert not pairs.duplicated(["user", "item"]).any()
+    per_user = pairs.groupby("user")["split"].value_counts().unstack(fill_value=0)
+    expected = recbole_counts(per_user.sum(axis=1).to_numpy(), [0.8, 0.1, 0.1])
+    np.testing.assert_array_equal(per_user[[0, 1, 2]].to_numpy(), expected)
+    assert (per_user.sum(axis=1) < 12).any()  # repeats exist, so rows and pairs differ
 
 
 def test_temporal_split_is_global_time_order():

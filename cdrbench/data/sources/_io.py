@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import math
@@ -42,6 +43,53 @@ def require_file(path: Path, raw: Optional[RawFile] = None) -> Path:
     from cdrbench.data.download import missing_file_error
 
     raise missing_file_error(raw or RawFile(relpath=str(path)), path)
+
+
+def gzip_problem(path: Path) -> Optional[str]:
+    """Why a file with the gzip magic does not decompress completely (``None`` when it does, or
+    when it is not gzip). Streams the whole file: called only once a read has failed."""
+    if not is_gzip(path):
+        return None
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as err:
+        return str(err) or type(err).__name__
+    return None
+
+
+def corrupt_gzip_error(path: Path, reason: str) -> DataFileError:
+    return DataFileError(
+        f"{path} is not a valid gzip file ({reason}): it is truncated or corrupt. "
+        "Delete it and download it again (or replace it by hand)."
+    )
+
+
+@contextlib.contextmanager
+def read_guard(path: Path):
+    """Around a parse of ``path``: a failure caused by a corrupt gzip stream (which often
+    surfaces as garbage text, a parse or a UTF-8 error) is reported as a corrupt file."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error, DataFormatError, ValueError) as err:
+        reason = gzip_problem(path)
+        if reason is not None:
+            raise corrupt_gzip_error(path, reason) from None
+        if isinstance(err, (EOFError, zlib.error)) or (isinstance(err, OSError) and not isinstance(err, FileNotFoundError)):
+            raise DataFileError(f"{path} cannot be read: {err}") from None
+        raise
+
+
+def require_nonempty(path: Path) -> Path:
+    """``path`` unless it holds no data at all (0 bytes, or a gzip stream of 0 bytes)."""
+    empty = path.stat().st_size == 0
+    if not empty and is_gzip(path):
+        with read_guard(path), gzip.open(path, "rb") as handle:
+            empty = not handle.read(1)
+    if empty:
+        raise DataFormatError(f"{path}: the file is empty (no rows)")
+    return path
 
 
 # --------------------------------------------------------------------------- JSON lines
@@ -155,10 +203,11 @@ def read_json_lines(
     kind; other keys are ignored. Memory is bounded by the output columns plus a few blocks of
     input: neither the decompressed file nor all lines as dicts are ever held.
     """
-    arrays = _arrow_json(path, fields, block_size)
-    if arrays is not None:
-        return {key: arrays[key].to_pandas() for key, _ in fields}
-    columns = _python_json(path, fields)
+    with read_guard(path):
+        arrays = _arrow_json(path, fields, block_size)
+        if arrays is not None:
+            return {key: arrays[key].to_pandas() for key, _ in fields}
+        columns = _python_json(path, fields)
     return {
         key: pd.Series(columns[key], dtype="float64" if kind == "num" else object)
         for key, kind in fields

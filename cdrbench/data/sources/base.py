@@ -14,7 +14,12 @@ domain    object     the domain key this table belongs to (set by the reader)
 ========  =========  =============================================================
 
 A reader may add ``split`` (``train`` / ``valid`` / ``test``) when the source file
-already carries a split (``split.kind=given``).
+already carries a split (``split.kind=given``), and ``file`` / ``line`` (the raw file and the
+1-based line of each row, :data:`LOCATION_COLUMNS`) so that a bad value is reported where it is;
+the prepare step drops those two after its first checks.
+
+A reader reports a problem that does not stop the read (extra fields on some lines, a header
+that looks like data) with :meth:`Reader.note`; the prepare step prints and records it.
 
 Readers never download and never invent data. They declare the files they need through
 :meth:`Reader.raw_files`; the prepare step makes sure those files are present (downloading
@@ -28,9 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 
 TIDY_COLUMNS = ["user", "item", "rating", "ts", "domain"]
+#: optional columns locating each row in its raw file
+LOCATION_COLUMNS = ("file", "line")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,20 @@ class Reader(abc.ABC):
         """Parameters that change the table's content; part of the prepare-cache key."""
         return {k: v for k, v in sorted(vars(self).items()) if not k.startswith("_")}
 
+    def source_modules(self) -> list:
+        """Modules whose source code shapes this reader's table (part of the prepare-cache key)."""
+        import sys
+
+        return [sys.modules[type(self).__module__]]
+
+    def note(self, message: str) -> None:
+        """Record a warning about the data read (printed and kept in the prepared manifest)."""
+        self.__dict__.setdefault("_notes", []).append(message)
+
+    def take_notes(self) -> list[str]:
+        """The warnings recorded since the last call."""
+        return self.__dict__.pop("_notes", [])
+
 
 class CategoryFile(Reader):
     """A reader of one official per-category file: ``<folder>/<prefix><category><suffix>`` at
@@ -96,8 +118,9 @@ class CategoryFile(Reader):
         return [self.raw_file()]
 
 
-def tidy_frame(user, item, rating, ts, domain: str) -> pd.DataFrame:
-    """Build a tidy table with the canonical dtypes from column sequences."""
+def tidy_frame(user, item, rating, ts, domain: str, file=None, line=None) -> pd.DataFrame:
+    """Build a tidy table with the canonical dtypes from column sequences; ``file`` (one path)
+    and ``line`` (1-based line numbers) add the location columns."""
     frame = pd.DataFrame(
         {
             "user": pd.Series(user).astype(str),
@@ -107,4 +130,8 @@ def tidy_frame(user, item, rating, ts, domain: str) -> pd.DataFrame:
         }
     )
     frame["domain"] = domain
-    return frame[TIDY_COLUMNS]
+    if line is None:
+        return frame[TIDY_COLUMNS]
+    frame["file"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), categories=[str(file)])
+    frame["line"] = np.asarray(line, dtype=np.int64)
+    return frame[TIDY_COLUMNS + list(LOCATION_COLUMNS)]

@@ -17,9 +17,10 @@ import zipfile
 from pathlib import Path
 from typing import IO, Iterator, Optional, Union
 
+import numpy as np
 import pandas as pd
 
-from cdrbench.data.sources._io import open_binary, require_file, to_float, to_unix_seconds
+from cdrbench.data.sources._io import open_binary, read_guard, require_file, require_nonempty, to_float, to_unix_seconds
 from cdrbench.data.sources.base import RawFile, Reader, tidy_frame
 from cdrbench.errors import DataFileError, DataFormatError
 
@@ -161,7 +162,9 @@ def read_inter(handle: IO, label) -> pd.DataFrame:
         if "timestamp" in frame
         else pd.Series(float("nan"), index=range(n), dtype="float64")
     )
-    return pd.DataFrame({"user": frame["user_id"], "item": frame["item_id"], "rating": rating, "ts": ts})
+    # the header is line 1 (line numbers are exact for files without blank lines)
+    line = np.arange(n, dtype=np.int64) + 2
+    return pd.DataFrame({"user": frame["user_id"], "item": frame["item_id"], "rating": rating, "ts": ts, "line": line})
 
 
 # --------------------------------------------------------------------------- reader
@@ -215,7 +218,8 @@ class RecBoleAtomic(Reader):
         raw = self.raw_file()
         file_path = require_file(Path(root) / raw.relpath, raw)
         if self.archive is None:
-            with open_binary(file_path) as handle:
+            require_nonempty(file_path)
+            with read_guard(file_path), open_binary(file_path) as handle:
                 cols = read_inter(handle, str(file_path))
         else:
             member = self.member or self.path
@@ -235,7 +239,8 @@ class RecBoleAtomic(Reader):
                     f"{file_path} is not a readable zip archive ({err}); it may be truncated: "
                     "delete it and download it again."
                 ) from None
-        return tidy_frame(cols["user"], cols["item"], cols["rating"], cols["ts"], self.domain)
+        label = file_path if self.archive is None else f"{file_path}!{self.member or self.path}"
+        return tidy_frame(cols["user"], cols["item"], cols["rating"], cols["ts"], self.domain, file=label, line=cols["line"])
 
     def describe(self) -> dict:
         params = super().describe()
