@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from cdrbench.eval.ctr import UndefinedMetricError
+from cdrbench.eval.names import MAP_DENOMINATORS, METRICS
 
 __all__ = [
     "MAP_DENOMINATORS",
@@ -42,10 +43,13 @@ __all__ = [
     "evaluate_topn",
 ]
 
-MAP_DENOMINATORS = ("min_k_rel", "rel", "k", "hits")
 RANKINGS = ("topk", "sort")
-METRICS = ("recall", "precision", "hr", "ndcg", "mrr", "map")
 DEFAULT_MAX_CHUNK_BYTES = 1 << 30  # 1 GiB
+#: bytes of working memory per (user, item) cell of a ranking chunk: the scores (4) and their
+#: masked copy (4), the tie keys and comparison of boundary-tie rows (4 + 1) and the positive
+#: mask (1), rounded up; measured peak 13.3 (Pop: every row tied) and 8-9 (distinct scores)
+#: bytes per cell on CPU (scripts/bench_eval.py --memory)
+BYTES_PER_CELL = 16
 
 
 # --------------------------------------------------------------------------- item sets
@@ -358,12 +362,13 @@ class TopNResult:
 
 
 def derive_chunk_size(num_items: int, max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES) -> int:
-    """C = max(1, floor(max_chunk_bytes / (4 * I)))."""
+    """C = max(1, floor(max_chunk_bytes / (BYTES_PER_CELL * I))): the users whose ranking fits the
+    memory budget (every [C, I] working tensor counted, not only the scores)."""
     if isinstance(max_chunk_bytes, bool) or int(max_chunk_bytes) <= 0:
         raise ValueError(f"max_chunk_bytes must be a positive int, got {max_chunk_bytes!r}")
     if int(num_items) <= 0:
         raise ValueError(f"num_items must be positive, got {num_items!r}")
-    return max(1, int(max_chunk_bytes) // (4 * int(num_items)))
+    return max(1, int(max_chunk_bytes) // (BYTES_PER_CELL * int(num_items)))
 
 
 def _as_device(device) -> torch.device | None:

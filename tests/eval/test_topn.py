@@ -12,7 +12,7 @@ from pandas.testing import assert_frame_equal
 from cdrbench.eval.ctr import UndefinedMetricError
 from cdrbench.eval.topn import (
     UserItemSets,
-    derive_chunk_size,
+    derive_chunk_size, BYTES_PER_CELL,
     evaluate_topn,
     metrics_from_rel,
     rank_items,
@@ -248,9 +248,12 @@ def test_no_user_with_positives_is_undefined():
 
 
 def test_derive_chunk_size():
-    assert derive_chunk_size(7000) == (1 << 30) // 28000
+    # the budget covers every [C, I] working tensor (BYTES_PER_CELL bytes per cell), not only the
+    # 4-byte scores: Pop on 48.8 k items peaked at 3.9 GB under the scores-only rule
+    assert BYTES_PER_CELL == 16
+    assert derive_chunk_size(7000) == (1 << 30) // (16 * 7000)
     assert derive_chunk_size(7000, 1000) == 1
-    assert derive_chunk_size(10, 400) == 10
+    assert derive_chunk_size(10, 1600) == 10
 
 
 # ----------------------------------------------------------------------------- random, ties
