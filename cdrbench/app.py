@@ -1,60 +1,67 @@
 """Turns the composed config into objects and runs a stage. Nothing below this module reads the
 config: data options become a :class:`~cdrbench.config.DataConfig` object, readers, models,
-methods and optimisers are built with ``hydra.utils.instantiate``."""
+methods and optimisers are built with ``hydra.utils.instantiate``.
+
+Order of a training run, cheapest checks first: the config alone (:mod:`cdrbench.validate`),
+then the method object (its constructor checks its own options: ``method.variant`` and friends,
+before any data is touched), the optimiser, the device and a resume checkpoint; only then the run
+directory is written, the data prepared (click labels checked) and the method trained.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-import typing
 from pathlib import Path
-from typing import Optional, get_type_hints
+from typing import Optional
 
 import pandas as pd
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cdrbench.config import Config, DataConfig
+from cdrbench.config import DataConfig
 from cdrbench.data.dataset import CrossDomainData
-from cdrbench.data.prepare import compare_with_expected, prepare
-from cdrbench.errors import ConfigError
+from cdrbench.data.prepare import compare_with_expected, prepare, preparation_report
+from cdrbench.errors import CdrbenchError, ConfigError, OutputError
 from cdrbench.eval.ctr import rela_impr_auc, rela_impr_logloss
-from cdrbench.eval.evaluator import Evaluator
+from cdrbench.eval.evaluator import Evaluator, check_click_labels
 from cdrbench.methods.base import Method
-from cdrbench.train.record import (
-    RESULTS, config_hash, find_resumable, format_table, git_sha, package_versions, results_table,
-    write_artifacts, write_frame, write_json, write_status,
-)
 from cdrbench.train.artifact_cache import ArtifactCache
-from cdrbench.train.runtime import Progress, peak_memory_bytes, resolve_device, seed_everything
-from cdrbench.train.trainer import LAST, Trainer, load_checkpoint
-
-STAGES = ("prepare", "train")
-
-
-def check_schema_keys(cfg: DictConfig) -> None:
-    """Reject keys that are not in the schema even when added with Hydra's ``+key=...``
-    (Hydra lets ``+`` append to typed nodes; a typo there would otherwise be ignored)."""
-    hints = get_type_hints(Config)
-    for name in ("data", "trainer", "eval"):
-        _check_node(cfg[name], hints[name], name)
+from cdrbench.train.record import (
+    METRICS_CSV, RESULTS, completed_resumptions, config_hash, find_resumable, format_table, git_sha,
+    metrics_frame, package_versions, record_failure, results_table, write_artifacts, write_frame, write_json,
+    write_status,
+)
+from cdrbench.train.runtime import Progress, atomic_write_bytes, peak_memory_bytes, resolve_device, seed_everything
+from cdrbench.train.trainer import LAST, LAST_KEYS, Trainer, load_checkpoint
+from cdrbench.validate import STAGES, check_config, check_schema_keys  # noqa: F401 (re-exported)
 
 
-def _check_node(node, schema, path: str) -> None:
-    hints = get_type_hints(schema)
-    for key in node.keys():
-        if key not in hints:
-            raise ConfigError(f"unknown config key '{path}.{key}' (valid keys: {sorted(hints)})")
-        value, expected = node[key], hints[key]
-        if not isinstance(value, DictConfig):
-            continue
-        if dataclasses.is_dataclass(expected):
-            _check_node(value, expected, f"{path}.{key}")
-        elif typing.get_origin(expected) is dict and dataclasses.is_dataclass(typing.get_args(expected)[1]):
-            for sub_key in value.keys():
-                _check_node(value[sub_key], typing.get_args(expected)[1], f"{path}.{key}.{sub_key}")
+# ---------------------------------------------------------------------------- building objects
+def _user_error(error: BaseException) -> Optional[CdrbenchError]:
+    """The cdrbench error a constructor raised, however deep Hydra wrapped it."""
+    while error is not None:
+        if isinstance(error, CdrbenchError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def instantiate_option(spec, key: str, **kwargs):
+    """``hydra.utils.instantiate`` for a config option: a constructor's own ConfigError comes back
+    alone (not wrapped in Hydra's "Error in call to target" text); any other constructor error
+    (an unknown argument, a wrong type) becomes a ConfigError naming ``key``."""
+    try:
+        return instantiate(spec, **kwargs)
+    except Exception as error:
+        user = _user_error(error)
+        if user is not None:
+            raise user from None
+        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+        target = spec.get("_target_") if hasattr(spec, "get") else None
+        raise ConfigError(f"{key}" + (f" ({target})" if target else "") + f": {cause}") from None
 
 
 def data_config(cfg: DictConfig) -> DataConfig:
@@ -64,13 +71,7 @@ def data_config(cfg: DictConfig) -> DataConfig:
 
 
 def build_readers(data: DataConfig) -> dict:
-    readers = {}
-    for domain, spec in data.domains.items():
-        try:
-            readers[domain] = instantiate(spec.reader)
-        except Exception as error:  # a bad reader argument is a config error: name the key
-            raise ConfigError(f"data.domains.{domain}.reader: {error}") from error
-    return readers
+    return {domain: instantiate_option(spec.reader, f"data.domains.{domain}.reader") for domain, spec in data.domains.items()}
 
 
 def load_data(cfg: DictConfig, progress: bool = True) -> tuple[CrossDomainData, DataConfig]:
@@ -79,6 +80,25 @@ def load_data(cfg: DictConfig, progress: bool = True) -> tuple[CrossDomainData, 
     return data, data_cfg
 
 
+def build_method(cfg: DictConfig) -> tuple[str, Method]:
+    """The method object from its options alone (no data): its constructor rejects bad options
+    before any preparation starts. The optimiser is built once on a dummy parameter for the same
+    reason (torch checks ``lr``, ``betas``, ... only when it is built)."""
+    params = OmegaConf.to_container(cfg.method, resolve=True)
+    name = params.pop("name", None) or "method"
+    if "_target_" not in params:
+        raise ConfigError("method has no _target_: choose one with method=<name> (see conf/method/)")
+    method = instantiate_option(params, f"method '{name}'", _convert_="all")
+    if isinstance(cfg.get("optimizer"), DictConfig) and "_target_" in cfg.optimizer:
+        factory = instantiate_option(cfg.optimizer, "optimizer")
+        try:
+            factory([torch.nn.Parameter(torch.zeros(1))])
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"optimizer ({cfg.optimizer._target_}): {error}") from None
+    return name, method
+
+
+# ---------------------------------------------------------------------------- prepare stage
 def format_statistics(stats: pd.DataFrame) -> str:
     shown = stats.copy()
     shown["density"] = shown["density"].map(lambda d: f"{100 * d:.4f}%")
@@ -87,26 +107,57 @@ def format_statistics(stats: pd.DataFrame) -> str:
     return shown.to_string()
 
 
-def run_prepare(cfg: DictConfig) -> CrossDomainData:
+def format_steps(steps: pd.DataFrame, domains: list[str]) -> str:
+    """Rows per domain after each step, with what the step dropped in brackets."""
+    shown = steps.copy()
+    for domain in domains:
+        before = steps[domain].shift(1)
+        shown[domain] = [f"{int(n)}" + (f" (-{int(b - n)})" if pd.notna(b) and b > n else "")
+                         for n, b in zip(steps[domain], before)]
+    return shown.to_string(index=False)
+
+
+PREPARE_FILES = {"statistics": "statistics.csv", "steps": "steps.csv", "findings": "findings.txt", "config": "data.yaml"}
+
+
+def run_prepare(cfg: DictConfig, run_dir: Optional[Path] = None) -> CrossDomainData:
+    """Print what the data config resolved to and what preparation did; with ``run_dir`` also
+    write it there (``statistics.csv``, ``steps.csv``, ``findings.txt``, ``data.yaml``)."""
+    data_yaml = OmegaConf.to_yaml(cfg.data, resolve=True)
+    print(f"data config (resolved):\n{data_yaml}")
     data, data_cfg = load_data(cfg, progress=cfg.trainer.progress)
+    report = preparation_report(data)
     print(f"\n{data.name}: {data.num_users} users; source {data.source_domains} -> target '{data.target_domain}'")
-    print(format_statistics(data.statistics()))
-    comparison = compare_with_expected(data.statistics(), data_cfg.expected)
+    print("\nrows after each step (dropped in brackets):")
+    print(format_steps(report["steps"], data.domains))
+    print("\nfindings:")
+    for line in report["findings"]:
+        print(f"  {line}")
+    print("\nstatistics:")
+    print(format_statistics(report["statistics"]))
+    comparison = compare_with_expected(report["statistics"], data_cfg.expected)
     if comparison is not None:
         print("\nagainst the expected statistics (data.expected, from the paper or the reference):")
         print(comparison.to_string(index=False))
         if not comparison["match"].all():
             print("WARNING: prepared counts differ from the expected ones; see the table above")
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_frame(run_dir / PREPARE_FILES["statistics"], report["statistics"].reset_index())
+        write_frame(run_dir / PREPARE_FILES["steps"], report["steps"])
+        atomic_write_bytes(run_dir / PREPARE_FILES["findings"], "".join(f"{line}\n" for line in report["findings"]).encode())
+        atomic_write_bytes(run_dir / PREPARE_FILES["config"], data_yaml.encode())
+        print(f"\nwritten to {run_dir}: {', '.join(PREPARE_FILES.values())} (prepared data: {data.path})")
     return data
 
 
 def run(cfg: DictConfig, run_dir: Path):
-    """Run ``cfg.stage``; ``run_dir`` receives the run record of a training run."""
-    check_schema_keys(cfg)
-    if cfg.stage not in STAGES:
-        raise ConfigError(f"stage={cfg.stage!r} is not one of {list(STAGES)}")
+    """Run ``cfg.stage``; ``run_dir`` receives the run record of a training run (or the tables of
+    ``stage=prepare``)."""
+    check_config(cfg)
     if cfg.stage == "prepare":
-        return run_prepare(cfg)
+        return run_prepare(cfg, run_dir)
     return run_training(cfg, run_dir)
 
 
@@ -119,18 +170,6 @@ def default_k(ks: list[int]) -> int:
 
 def default_monitor(tasks: list[str], ks: list[int]) -> str:
     return "auc" if tasks[0] == "ctr" else f"ndcg@{default_k(ks)}"
-
-
-def build_method(cfg: DictConfig) -> tuple[str, Method]:
-    params = OmegaConf.to_container(cfg.method, resolve=True)
-    name = params.pop("name", None) or "method"
-    if "_target_" not in params:
-        raise ConfigError("method has no _target_: choose one with method=<name> (see conf/method/)")
-    try:
-        method = instantiate(params, _convert_="all")
-    except Exception as error:
-        raise ConfigError(f"method '{name}': {error}") from error
-    return name, method
 
 
 def data_view(data: CrossDomainData, use_source: Optional[bool], method: Method, name: str) -> CrossDomainData:
@@ -155,59 +194,90 @@ def relaimpr_against(test_metrics: dict, baseline_dir: Path) -> dict:
     return out
 
 
+def find_resume_dir(cfg: DictConfig, chash: str, seed: int) -> Optional[Path]:
+    """The run to continue (``trainer.resume`` / ``resume_from``), its checkpoint checked."""
+    trainer_cfg = cfg.trainer
+    if not (trainer_cfg.resume_from or trainer_cfg.resume):
+        return None
+    output_root = Path(cfg.output_root)
+    resume_dir = Path(trainer_cfg.resume_from) if trainer_cfg.resume_from else find_resumable(output_root, chash, seed)
+    if resume_dir is None or not (resume_dir / LAST).is_file():
+        done = [] if trainer_cfg.resume_from else completed_resumptions(output_root, chash, seed)
+        if done:
+            raise ConfigError(
+                f"trainer.resume: nothing left to resume for config {chash} and seed {seed}: the interrupted run "
+                f"{done[-1][0]} was resumed to completion by {done[-1][1]}"
+            )
+        where = trainer_cfg.resume_from or f"under {cfg.output_root}/"
+        raise ConfigError(f"trainer.resume: no unfinished run with config {chash} and seed {seed} ({where}) has a last.pt")
+    last = load_checkpoint(resume_dir / LAST, required=LAST_KEYS)
+    if last.get("config_yaml") and config_hash(OmegaConf.to_container(OmegaConf.create(last["config_yaml"]))) != chash:
+        raise ConfigError(f"trainer.resume: the checkpoint in {resume_dir} was written with a different config")
+    return resume_dir
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the run directory {run_dir}: {error.strerror or error}") from None
+    if not run_dir.is_dir():
+        raise OutputError(f"cannot create the run directory {run_dir}: a file of that name exists")
+
+
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     """Prepare, train, evaluate and write the run record into ``run_dir``; returns results.json."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     chash = config_hash(resolved)
     seed = int(cfg.seed)
-    trainer_cfg = cfg.trainer
     started = time.perf_counter()
 
-    resume_dir = None
-    if trainer_cfg.resume_from or trainer_cfg.resume:
-        resume_dir = Path(trainer_cfg.resume_from) if trainer_cfg.resume_from else find_resumable(Path(cfg.output_root), chash, seed)
-        if resume_dir is None or not (resume_dir / LAST).is_file():
-            where = trainer_cfg.resume_from or f"under {cfg.output_root}/"
-            raise ConfigError(f"trainer.resume: no unfinished run with config {chash} and seed {seed} ({where}) has a last.pt")
-        last = load_checkpoint(resume_dir / LAST)
-        if last.get("config_yaml") and config_hash(OmegaConf.to_container(OmegaConf.create(last["config_yaml"]))) != chash:
-            raise ConfigError(f"trainer.resume: the checkpoint in {resume_dir} was written with a different config")
+    # everything that needs no data, before anything is written or prepared
+    seed_everything(seed, cfg.trainer.deterministic)  # (for constructors that draw)
+    name, method = build_method(cfg)
+    tasks = list(cfg.eval.tasks)
+    missing = [t for t in tasks if t not in method.tasks]
+    if missing:
+        raise ConfigError(f"method '{name}' cannot be evaluated on {missing} (it supports {sorted(method.tasks)})")
+    device = resolve_device(cfg.trainer.device)
+    resume_dir = find_resume_dir(cfg, chash, seed)
 
+    _make_run_dir(run_dir)
     (run_dir / "config.yaml").write_text(config_yaml)
     write_status(run_dir, status="running", config_hash=chash, seed=seed, data=cfg.data.name,
                  method=cfg.method.name, resumed_from=str(resume_dir) if resume_dir else None)
     try:
-        record = _train_and_record(cfg, run_dir, chash, seed, config_yaml, resume_dir, started)
+        record = _train_and_record(cfg, run_dir, name, method, device, chash, seed, config_yaml, resume_dir, started)
     except BaseException as error:
-        write_status(run_dir, status="failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
-                     error=f"{type(error).__name__}: {error}")
+        record_failure(run_dir, status="failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
+                       error=f"{type(error).__name__}: {error}")
         raise
     write_status(run_dir, status="finished")
+    if resume_dir is not None:  # that run is done now: trainer.resume must not pick it again
+        record_failure(resume_dir, resumed_by=str(run_dir))
     return record
 
 
-def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: str, resume_dir, started: float) -> dict:
+def _train_and_record(cfg, run_dir: Path, name: str, method: Method, device, chash: str, seed: int,
+                      config_yaml: str, resume_dir, started: float) -> dict:
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
-    data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
-    device = resolve_device(trainer_cfg.device)
-    seed_everything(seed, trainer_cfg.deterministic)
-    name, method = build_method(cfg)
     tasks = list(eval_cfg.tasks)
-    missing = [t for t in tasks if t not in method.tasks]
-    if missing:
-        raise ConfigError(f"method '{name}' cannot be evaluated on {missing} (it supports {sorted(method.tasks)})")
+    data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
     view = data_view(data, data_cfg.use_source, method, name)
+    if "ctr" in tasks:
+        check_click_labels(view)
     evaluator = Evaluator(
         view, tasks=tasks, ks=list(eval_cfg.ks), map_denominator=eval_cfg.map_denominator,
         chunk_size=eval_cfg.chunk_size, max_chunk_bytes=eval_cfg.max_chunk_bytes, gauc=eval_cfg.gauc,
-        batch_size=eval_cfg.batch_size, device=device,
+        batch_size=eval_cfg.batch_size, device=device, negatives=eval_cfg.negatives,
+        negatives_seed=eval_cfg.negatives_seed,
     )
     monitor = trainer_cfg.monitor or default_monitor(tasks, list(eval_cfg.ks))
     if trainer_cfg.artifact_cache:
         method.artifact_cache = ArtifactCache(trainer_cfg.artifact_dir)
+    seed_everything(seed, trainer_cfg.deterministic)
     method.setup(view, device, seed)
     trainer = Trainer(
         method, evaluator, run_dir, max_epochs=trainer_cfg.max_epochs, eval_every=trainer_cfg.eval_every,
@@ -215,7 +285,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         save_last=trainer_cfg.save_last, progress=Progress(trainer_cfg.progress), config_yaml=config_yaml,
     )
     if resume_dir is not None:
-        trainer.restore(load_checkpoint(resume_dir / LAST))
+        trainer.restore(load_checkpoint(resume_dir / LAST, required=LAST_KEYS))
         print(f"resuming {resume_dir} at phase {trainer.state.phase}, epoch {trainer.state.epoch}")
     train_started = time.perf_counter()
     state = trainer.fit()
@@ -231,7 +301,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         if result.predictions is not None:
             write_frame(run_dir / f"pred_{result.split}.parquet", result.predictions)
     if state.history:
-        write_frame(run_dir / "history.csv", pd.DataFrame(state.history))
+        trainer.write_history()
     write_artifacts(run_dir, method.artifacts())
 
     epochs_run = [row for row in state.history]
@@ -246,6 +316,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         "tag": cfg.tag,
         "tasks": tasks,
         "monitor": monitor,
+        "protocol": f"sampled ({eval_cfg.negatives} negatives, seed {eval_cfg.negatives_seed})" if eval_cfg.negatives else "full ranking",
         "best_epoch": state.best_epoch,
         "epochs_run": len(epochs_run),
         "stopped_early": state.stopped_early,
@@ -265,6 +336,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
     }
     if eval_cfg.baseline_run:
         results["relaimpr"] = relaimpr_against(test.metrics, Path(eval_cfg.baseline_run))
+    write_frame(run_dir / METRICS_CSV, metrics_frame(results))
     write_json(run_dir / RESULTS, results)
 
     shown_k = int(monitor.split("@")[1]) if "@" in monitor else default_k(list(eval_cfg.ks))

@@ -3,6 +3,7 @@ need it skip (with the reason) where it is absent."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,16 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return shared_path()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_user_cache(tmp_path_factory):
+    """The user cache (prepared data, artifacts: ``$XDG_CACHE_HOME/cdrbench``) of this test
+    session is a temporary folder, never the developer's ``~/.cache``; subprocesses inherit it."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before

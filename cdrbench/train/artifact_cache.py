@@ -30,6 +30,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from cdrbench.train.runtime import file_mode
+
 STATE = "state.pt"
 META = "meta.json"
 
@@ -96,6 +98,7 @@ class ArtifactCache:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         try:
+            os.chmod(tmp, file_mode(directory=True))  # readable like any cache, not mkdtemp's 0700
             torch.save(state, tmp / STATE)
             meta = {"namespace": namespace, "key": key, "parts": _canonical(parts), "created": time.time(), **(info or {})}
             (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))

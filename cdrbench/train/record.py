@@ -3,13 +3,18 @@
 Files (``results.json`` is written last and atomically: a run that crashes leaves none):
 
 ``config.yaml``              the resolved config, plain YAML
-``run.json``                 status (running / finished / failed), config hash, seed
-``history.csv``              per epoch: phase, train loss and statistics, validation metrics
+``run.json``                 status (running / finished / failed with the error / interrupted),
+                             config hash, seed; ``resumed_by`` once another run finished it
+``history.csv``              per epoch (rewritten after every epoch): phase, train loss and
+                             statistics, validation metrics
 ``per_user_{valid,test}.parquet``  top-N metrics per evaluated user (paired tests, re-aggregation)
 ``pred_{valid,test}.parquet``      CTR rows: user, item, y, p
 ``best.pt`` / ``last.pt``    best checkpoint / resume checkpoint (state dicts + config YAML)
 <method artifacts>           e.g. BiGNAS ``alpha.jsonl``, ``importance.parquet``
+``metrics.csv``              the metrics flat: one row per split and metric (``pd.read_csv``)
 ``results.json``             metrics, selected epoch, seconds, memory, device, versions, git SHA
+
+Every file is written atomically with the umask's mode (readable like any other output).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from cdrbench.train.runtime import atomic_save, atomic_write_bytes
 
 RESULTS = "results.json"
 RUN_STATUS = "run.json"
+METRICS_CSV = "metrics.csv"
 PACKAGES = ("cdrbench", "torch", "torch-geometric", "hydra-core", "omegaconf", "numpy", "pandas", "scikit-learn", "scipy")
 
 #: config keys that do not change what a run computes (excluded from the config hash)
@@ -90,11 +96,36 @@ def _json_default(value):
     return str(value)
 
 
+def read_status(run_dir: Path) -> dict:
+    path = Path(run_dir) / RUN_STATUS
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def write_status(run_dir: Path, **fields) -> None:
     path = Path(run_dir) / RUN_STATUS
-    current = json.loads(path.read_text()) if path.exists() else {}
+    current = read_status(run_dir)
     current.update(fields)
     write_json(path, current)
+
+
+def record_failure(run_dir: Path, **fields) -> None:
+    """``write_status`` for a run that is failing: never raises, and when the atomic write
+    itself fails (a full disk has no room for the temporary copy) it overwrites ``run.json`` in
+    place, which needs no more space than the file already holds."""
+    try:
+        write_status(run_dir, **fields)
+    except OSError:
+        try:
+            current = read_status(run_dir)
+            current.update(fields)
+            with open(Path(run_dir) / RUN_STATUS, "r+") as handle:
+                handle.truncate(0)
+                handle.write(json.dumps(current, sort_keys=True, default=_json_default))
+        except OSError:
+            pass
 
 
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -119,23 +150,41 @@ def write_artifacts(run_dir: Path, artifacts: dict) -> None:
             raise TypeError(f"artifact {name}: cannot write a {type(value).__name__}")
 
 
-def find_resumable(output_root: Path, config_hash_value: str, seed: int) -> Optional[Path]:
-    """The most recent unfinished run under ``output_root`` with this config hash and seed."""
-    candidates = []
+def _runs_of(output_root: Path, config_hash_value: str, seed: int):
     for status_file in Path(output_root).glob(f"**/{RUN_STATUS}"):
         try:
             status = json.loads(status_file.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        last = status_file.parent / "last.pt"
-        if (
-            status.get("config_hash") == config_hash_value
-            and status.get("seed") == seed
-            and status.get("status") != "finished"
-            and last.is_file()
-        ):
-            candidates.append((last.stat().st_mtime, status_file.parent))
+        if status.get("config_hash") == config_hash_value and status.get("seed") == seed:
+            yield status_file.parent, status
+
+
+def find_resumable(output_root: Path, config_hash_value: str, seed: int) -> Optional[Path]:
+    """The most recent unfinished run under ``output_root`` with this config hash and seed that
+    no later run has resumed to completion (``resumed_by`` in its run.json)."""
+    candidates = []
+    for run_dir, status in _runs_of(output_root, config_hash_value, seed):
+        last = run_dir / "last.pt"
+        if status.get("status") != "finished" and not status.get("resumed_by") and last.is_file():
+            candidates.append((last.stat().st_mtime, run_dir))
     return max(candidates)[1] if candidates else None
+
+
+def completed_resumptions(output_root: Path, config_hash_value: str, seed: int) -> list[tuple[Path, str]]:
+    """(interrupted run, the run that resumed it to completion) pairs, for the message that
+    there is nothing left to resume."""
+    return sorted((run_dir, str(status["resumed_by"])) for run_dir, status in _runs_of(output_root, config_hash_value, seed)
+                  if status.get("resumed_by"))
+
+
+def metrics_frame(results: dict) -> pd.DataFrame:
+    """``metrics.csv``: one row per split and metric (``split, metric, value``), plus RelaImpr."""
+    rows = [{"split": split, "metric": metric, "value": value}
+            for split in ("valid", "test") for metric, value in results.get(split, {}).items()]
+    rows += [{"split": "test", "metric": key, "value": value}
+             for key, value in (results.get("relaimpr") or {}).items() if isinstance(value, (int, float))]
+    return pd.DataFrame(rows, columns=["split", "metric", "value"])
 
 
 METRIC_ORDER = ("auc", "logloss", "gauc", "recall", "ndcg", "hr", "mrr", "map", "precision")

@@ -97,25 +97,27 @@ def peak_memory_bytes(device: torch.device) -> dict[str, int]:
     return peak
 
 
+def file_mode(directory: bool = False) -> int:
+    """The mode an ordinary new file (``0o666 & ~umask``) or directory (``0o777 & ~umask``) gets;
+    ``mkstemp``/``mkdtemp`` alone would leave results, checkpoints and caches private."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary file in the same directory + rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(path, lambda tmp: Path(tmp).write_bytes(payload))
 
 
 def atomic_save(path: Path, save_fn) -> None:
-    """Call ``save_fn(tmp_path)`` and rename the result into ``path`` (nothing half-written)."""
+    """Call ``save_fn(tmp_path)`` and rename the result into ``path`` (nothing half-written);
+    the file gets the umask's mode, like any file the user creates."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, file_mode())
         save_fn(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -8,14 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import pandas as pd
 import torch
 
+from cdrbench.errors import OutputError
 from cdrbench.eval.evaluator import Evaluator, monitor_value
 from cdrbench.methods.base import Method
 from cdrbench.train.runtime import Progress, atomic_save, global_rng_state, set_global_rng_state
 
 LAST = "last.pt"
 BEST = "best.pt"
+HISTORY = "history.csv"
 
 
 @dataclass
@@ -36,9 +39,28 @@ class TrainerState:
         return dict(vars(self))
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Checkpoints hold only tensors and plain containers: loaded with ``weights_only=True``."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+#: what every ``last.pt`` holds (see :meth:`Trainer._save_last`)
+LAST_KEYS = ("method", "best_method", "trainer", "rng")
+
+
+def load_checkpoint(path: Path, required: tuple = ()) -> dict:
+    """Checkpoints hold only tensors and plain containers: loaded with ``weights_only=True``.
+    A truncated, foreign or random file is an :class:`OutputError` naming it."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise OutputError(f"checkpoint {path} does not exist") from None
+    except Exception as error:  # zip, unpickling and EOF errors of a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OutputError(
+            f"checkpoint {path} is corrupt or not a cdrbench checkpoint ({type(error).__name__}: {reason[:200]}); "
+            "delete it, or resume another run with trainer.resume_from=<run dir>"
+        ) from None
+    missing = [key for key in required if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise OutputError(f"checkpoint {path} is not a cdrbench resume checkpoint (it lacks {missing})")
+    return state
 
 
 def clone_state(state):
@@ -124,6 +146,12 @@ class Trainer:
         }
         atomic_save(self.run_dir / BEST, lambda tmp: torch.save(payload, tmp))
 
+    def write_history(self) -> None:
+        """``history.csv`` after every epoch (rewritten whole and atomically: epochs without a
+        validation leave its columns empty), so an interrupted run keeps its curve."""
+        frame = pd.DataFrame(self.state.history)
+        atomic_save(self.run_dir / HISTORY, lambda tmp: frame.to_csv(tmp, index=False))
+
     def restore(self, last: dict) -> None:
         """Continue from a ``last.pt`` written by an interrupted run."""
         self.method.load_state_dict(last["method"])
@@ -166,6 +194,7 @@ class Trainer:
             self.state.history.append(row)
             self.state.epoch = epoch + 1
             self.log(_epoch_line(row, self.monitor))
+            self.write_history()
             if self.save_last:
                 self._save_last()
             if stop:
@@ -177,7 +206,7 @@ class Trainer:
             result = self.evaluator.evaluate(self.method, "valid")
         row.update({f"valid_{k}": v for k, v in result.metrics.items()})
         row["eval_seconds"] = result.seconds
-        score = monitor_value(result.metrics, self.monitor)
+        score = monitor_value(result.metrics, self.monitor, result.notes)
         if self.state.best_score is None or score > self.state.best_score:  # strict: a tie keeps the old best
             self.state.best_score = score
             self.state.best_epoch = epoch
