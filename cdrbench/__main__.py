@@ -116,6 +116,8 @@ def _hydra_error_message(error: BaseException) -> str:
 def main() -> None:
     """Run Hydra; its own errors (bad override, missing config, unwritable run directory) raised
     before the task starts are user errors too: one message, exit code 2."""
+    global _task_started
+    _task_started = False
     before = os.environ.get("HYDRA_FULL_ERROR")
     user_wants_full_error = before == "1"
     # Hydra then raises its errors instead of printing a trimmed traceback and exiting 1

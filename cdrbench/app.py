@@ -80,21 +80,31 @@ def load_data(cfg: DictConfig, progress: bool = True) -> tuple[CrossDomainData, 
     return data, data_cfg
 
 
+#: the factories (``_partial_``) a method calls in ``setup``, and a tiny call that makes their
+#: constructors check their arguments before any data is prepared
+PROBES = {
+    "optimizer": lambda factory: factory([torch.nn.Parameter(torch.zeros(1))]),
+    "backbone": lambda factory: factory(num_users=2, num_items=2),
+}
+
+
 def build_method(cfg: DictConfig) -> tuple[str, Method]:
     """The method object from its options alone (no data): its constructor rejects bad options
-    before any preparation starts. The optimiser is built once on a dummy parameter for the same
-    reason (torch checks ``lr``, ``betas``, ... only when it is built)."""
+    before any preparation starts. The optimiser and backbone factories are called once on tiny
+    inputs for the same reason (torch checks ``lr``, ``betas``, sizes only when they are built)."""
     params = OmegaConf.to_container(cfg.method, resolve=True)
     name = params.pop("name", None) or "method"
     if "_target_" not in params:
         raise ConfigError("method has no _target_: choose one with method=<name> (see conf/method/)")
     method = instantiate_option(params, f"method '{name}'", _convert_="all")
-    if isinstance(cfg.get("optimizer"), DictConfig) and "_target_" in cfg.optimizer:
-        factory = instantiate_option(cfg.optimizer, "optimizer")
-        try:
-            factory([torch.nn.Parameter(torch.zeros(1))])
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"optimizer ({cfg.optimizer._target_}): {error}") from None
+    for group, probe in PROBES.items():
+        spec = cfg.get(group)
+        if isinstance(spec, DictConfig) and "_target_" in spec:
+            factory = instantiate_option(spec, group)
+            try:
+                probe(factory)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise ConfigError(f"{group} ({spec._target_}): {error}") from None
     return name, method
 
 

@@ -207,11 +207,13 @@ def register_configs() -> None:
         )
 
 
-def compose(overrides: Optional[List[str]] = None) -> DictConfig:
-    """The config ``python -m cdrbench <overrides>`` would run with (for scripts and tests)."""
+def compose(overrides: Optional[List[str]] = None, config_dir: Optional[str] = None) -> DictConfig:
+    """The config ``python -m cdrbench [--config-dir DIR] <overrides>`` would run with (for scripts
+    and tests)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
     register_configs()
+    extra = [f"hydra.searchpath=[file://{os.path.abspath(config_dir)}]"] if config_dir else []
     with initialize_config_module(config_module="cdrbench.conf", version_base=None):
-        return hydra_compose(config_name="config", overrides=list(overrides or []))
+        return hydra_compose(config_name="config", overrides=[*extra, *(overrides or [])])

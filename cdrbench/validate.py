@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import get_type_hints
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cdrbench.config import Config

@@ -36,3 +36,25 @@ def _session_user_cache(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture
+def interrupt_training_at(monkeypatch):
+    """``interrupt_training_at(epoch, action)``: the collaborative-filtering baselines run
+    ``action()`` (default: raise KeyboardInterrupt, a crash) when they reach ``epoch``."""
+    from cdrbench.methods.baselines import CollaborativeFiltering
+
+    original = CollaborativeFiltering.train_epoch
+
+    def patch(epoch: int, action=None):
+        def train_epoch(self, phase, at, progress):
+            if at == epoch:
+                if action is None:
+                    raise KeyboardInterrupt("simulated crash")
+                action()
+            return original(self, phase, at, progress)
+
+        monkeypatch.setattr(CollaborativeFiltering, "train_epoch", train_epoch)
+        return lambda: monkeypatch.setattr(CollaborativeFiltering, "train_epoch", original)
+
+    return patch

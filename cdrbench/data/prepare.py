@@ -73,12 +73,12 @@ def drop_missing_ids(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def where(frame: pd.DataFrame, mask: np.ndarray) -> str:
-    """`` (e.g. <file> line N)`` for the first row of ``mask`` when the reader recorded lines."""
+    """``<file> line N`` of the first row of ``mask`` ("" when the reader recorded no lines)."""
     index = np.flatnonzero(np.asarray(mask))
     if not index.size or not set(LOCATION_COLUMNS) <= set(frame.columns):
         return ""
     row = frame.iloc[int(index[0])]
-    return f" (e.g. {row['file']} line {int(row['line'])})"
+    return f"{row['file']} line {int(row['line'])}"
 
 
 def check_ratings(frame: pd.DataFrame, domain: str, cfg) -> None:
@@ -90,7 +90,8 @@ def check_ratings(frame: pd.DataFrame, domain: str, cfg) -> None:
         if value is not None and missing.any():
             raise ConfigError(
                 f"data.{key}={value} needs a rating on every row, but domain '{domain}' has {int(missing.sum())} "
-                f"of {len(frame)} rows without one{where(frame, missing)}; implicit data (no ratings) needs "
+                f"of {len(frame)} rows without one" + (f" (e.g. {where(frame, missing)})" if where(frame, missing) else "")
+                + "; implicit data (no ratings) needs "
                 f"data.{key}=null"
             )
     if cfg.rating_range is not None:
@@ -100,7 +101,7 @@ def check_ratings(frame: pd.DataFrame, domain: str, cfg) -> None:
             first = rating[outside][0]
             raise DataFormatError(
                 f"domain '{domain}': {int(outside.sum())} rows have a rating outside data.rating_range="
-                f"[{low:g}, {high:g}], e.g. {first:g}{where(frame, outside)}"
+                f"[{low:g}, {high:g}], e.g. {first:g}" + (f" at {where(frame, outside)}" if where(frame, outside) else "")
             )
 
 
@@ -262,8 +263,8 @@ def _given_split(target: pd.DataFrame, pair: np.ndarray, unit: str) -> np.ndarra
     codes = names.map(SPLIT_CODES).to_numpy(np.int8)
     crossing = _crossing_pairs(pair, codes)
     if len(crossing) and unit == "pair":
-        rows = int(np.isin(pair, crossing.to_numpy()).sum())
-        example = target.iloc[int(np.flatnonzero(np.isin(pair, crossing.to_numpy()))[0])]
+        rows = int(np.isin(pair, crossing).sum())
+        example = target.iloc[int(np.flatnonzero(np.isin(pair, crossing))[0])]
         raise DataFormatError(
             f"data.split.kind=given: {len(crossing)} (user, item) pairs ({rows} rows) occur in more than one of "
             f"train/valid/test, e.g. user {example['user']!r} item {example['item']!r}; a pair seen in training "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv as _csv
 import io
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -198,13 +198,17 @@ class DelimitedFile(Reader):
         return tidy_frame(frame[positions["user"]], frame[positions["item"]], rating, ts, self.domain, file=path, line=line)
 
     def _check_header(self, path: Path, first: list[str], frame: pd.DataFrame, positions: dict[str, int]) -> None:
-        user, item = (first[positions[k]] if positions[k] < len(first) else "" for k in ("user", "item"))
-        numeric = bool(first) and all(_is_number(field) for field in first)
-        seen = (frame[positions["user"]] == user).any() and (frame[positions["item"]] == item).any()
-        if numeric or seen:
-            self.note(f"{path}: header=true, but the first line {self.sep.join(first)!r} looks like data "
-                      f"({'every field is a number' if numeric else 'its user and item occur in the data'}); "
-                      "it was skipped as a header: set header: false if it is a row")
+        field = {k: first[pos] if pos < len(first) else "" for k, pos in positions.items()}
+        if bool(first) and all(_is_number(f) for f in first):
+            why = "every field is a number"
+        elif "rating" in field and _is_number(field["rating"]):
+            why = f"its rating field {field['rating']!r} is a number"
+        elif (frame[positions["user"]] == field["user"]).any() or (frame[positions["item"]] == field["item"]).any():
+            why = "its user or item occurs in the data"
+        else:
+            return
+        self.note(f"{path}: header=true, but the first line {self.sep.join(first)!r} looks like data ({why}); "
+                  "it was skipped as a header: set header: false if it is a row")
 
     def _check_no_header(self, path: Path, first: list[str], positions: dict[str, int]) -> None:
         for key in ("rating", "ts"):
