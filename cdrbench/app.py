@@ -275,9 +275,9 @@ def _train_and_record(cfg, run_dir: Path, name: str, method: Method, device, cha
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
     tasks = list(eval_cfg.tasks)
     data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
+    if "ctr" in tasks:  # first: implicit data rules out a CTR method whatever its domains
+        check_click_labels(data)
     view = data_view(data, data_cfg.use_source, method, name)
-    if "ctr" in tasks:
-        check_click_labels(view)
     evaluator = Evaluator(
         view, tasks=tasks, ks=list(eval_cfg.ks), map_denominator=eval_cfg.map_denominator,
         chunk_size=eval_cfg.chunk_size, max_chunk_bytes=eval_cfg.max_chunk_bytes, gauc=eval_cfg.gauc,

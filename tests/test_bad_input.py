@@ -18,7 +18,7 @@ import torch
 from cdrbench.app import build_readers, data_config, run, run_training
 from cdrbench.config import DataConfig, DomainConfig, SplitConfig, compose
 from cdrbench.data import prepare as prep
-from cdrbench.data.sources.base import tidy_frame
+from cdrbench.data.sources.base import RawFile, tidy_frame
 from cdrbench.data.sources.csv import DelimitedFile
 from cdrbench.data.sources.recbole import RecBoleAtomic
 from cdrbench.errors import ConfigError, DataFileError, DataFormatError, OutputError
@@ -72,6 +72,16 @@ def test_data_root_that_is_a_file_or_missing_is_named_and_nothing_is_created(tmp
     with pytest.raises(DataFileError, match=f"data.root={missing} does not exist .* nothing was created"):
         prep.prepare(data_cfg, build_readers(data_cfg), progress=False, log=lambda _: None)
     assert not missing.exists()
+
+    class Downloadable(RecBoleAtomic):  # a file with a URL: the download would create the root
+        def raw_files(self, root):
+            return [RawFile("x/f.inter", url=(tmp_path / "gone.inter").as_uri())]
+
+    data_cfg.download = True
+    readers = {"book": Downloadable("x/f.inter")}
+    with pytest.raises(DataFileError, match="Could not download data file"):
+        prep.prepare(data_cfg, readers, progress=False, log=lambda _: None)
+    assert not missing.exists()  # the failed download left no empty folders
 
 
 def test_method_and_optimizer_options_are_checked_before_data_preparation(tmp_path):

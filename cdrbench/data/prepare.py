@@ -564,6 +564,13 @@ def _check_root(cfg, root: Path, needed: list) -> None:
     )
 
 
+def _remove_empty_tree(root: Path) -> None:
+    """Remove ``root`` if it holds nothing but empty folders."""
+    if not root.is_dir() or any(p.is_file() for p in root.rglob("*")):
+        return
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _load_cached(final: Path, log: Log) -> Optional[CrossDomainData]:
     """The cached data set, or ``None`` (an entry with a file missing or unreadable is removed)."""
     if not final.exists():
@@ -604,8 +611,16 @@ def prepare(
     hash_cache = cache_root / "raw-sha256.json"
 
     file_hashes = {}
-    for domain in domains:
-        file_hashes[domain] = ensure_files(needed[domain], root, download=cfg.download, hash_cache=hash_cache, progress=progress)
+    new_root = not root.exists()
+    if new_root and any(needed.values()):
+        log(f"data.root {root} does not exist: the downloads create it")
+    try:
+        for domain in domains:
+            file_hashes[domain] = ensure_files(needed[domain], root, download=cfg.download, hash_cache=hash_cache, progress=progress)
+    except BaseException:
+        if new_root:  # a failed download leaves no empty folders behind
+            _remove_empty_tree(root)
+        raise
     key = cache_key(cfg, readers, file_hashes)
     final = cache_root / f"{cfg.name}-{key[:16]}"
     cached = _load_cached(final, log)
