@@ -54,7 +54,7 @@ def draw_negatives(
     if users.size and available.min() < n:
         worst = int(np.argmin(available))
         raise ConfigError(
-            f"eval.negatives={n}: user {user_label(int(users[worst]))} has interacted with all but {int(available[worst])} "
+            f"eval.negatives={n}: user {user_label(int(users[worst]))} never interacted with only {int(available[worst])} "
             f"of the {num_items} target items, fewer than the {n} negatives to draw; lower eval.negatives"
         )
     rng = np.random.default_rng(seed)
