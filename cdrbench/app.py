@@ -134,6 +134,9 @@ def run_prepare(cfg: DictConfig, run_dir: Optional[Path] = None) -> CrossDomainD
     """Print what the data config resolved to and what preparation did; with ``run_dir`` also
     write it there (``statistics.csv``, ``steps.csv``, ``findings.txt``, ``data.yaml``)."""
     data_yaml = OmegaConf.to_yaml(cfg.data, resolve=True)
+    for name in PREPARE_FILES.values():  # tables of an earlier run would pass for this one's
+        if run_dir is not None and (Path(run_dir) / name).is_file():
+            (Path(run_dir) / name).unlink()
     print(f"data config (resolved):\n{data_yaml}")
     data, data_cfg = load_data(cfg, progress=cfg.trainer.progress)
     report = preparation_report(data)
@@ -204,11 +207,11 @@ def relaimpr_against(test_metrics: dict, baseline_dir: Path) -> dict:
     return out
 
 
-def find_resume_dir(cfg: DictConfig, chash: str, seed: int) -> Optional[Path]:
-    """The run to continue (``trainer.resume`` / ``resume_from``), its checkpoint checked."""
+def find_resume_dir(cfg: DictConfig, chash: str, seed: int) -> tuple[Optional[Path], Optional[dict]]:
+    """The run to continue (``trainer.resume`` / ``resume_from``) and its checkpoint, checked."""
     trainer_cfg = cfg.trainer
     if not (trainer_cfg.resume_from or trainer_cfg.resume):
-        return None
+        return None, None
     output_root = Path(cfg.output_root)
     resume_dir = Path(trainer_cfg.resume_from) if trainer_cfg.resume_from else find_resumable(output_root, chash, seed)
     if resume_dir is None or not (resume_dir / LAST).is_file():
@@ -223,7 +226,7 @@ def find_resume_dir(cfg: DictConfig, chash: str, seed: int) -> Optional[Path]:
     last = load_checkpoint(resume_dir / LAST, required=LAST_KEYS)
     if last.get("config_yaml") and config_hash(OmegaConf.to_container(OmegaConf.create(last["config_yaml"]))) != chash:
         raise ConfigError(f"trainer.resume: the checkpoint in {resume_dir} was written with a different config")
-    return resume_dir
+    return resume_dir, last
 
 
 def _make_run_dir(run_dir: Path) -> None:
@@ -252,14 +255,14 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     if missing:
         raise ConfigError(f"method '{name}' cannot be evaluated on {missing} (it supports {sorted(method.tasks)})")
     device = resolve_device(cfg.trainer.device)
-    resume_dir = find_resume_dir(cfg, chash, seed)
+    resume_dir, last = find_resume_dir(cfg, chash, seed)
 
     _make_run_dir(run_dir)
     (run_dir / "config.yaml").write_text(config_yaml)
     write_status(run_dir, status="running", config_hash=chash, seed=seed, data=cfg.data.name,
                  method=cfg.method.name, resumed_from=str(resume_dir) if resume_dir else None)
     try:
-        record = _train_and_record(cfg, run_dir, name, method, device, chash, seed, config_yaml, resume_dir, started)
+        record = _train_and_record(cfg, run_dir, name, method, device, chash, seed, config_yaml, resume_dir, last, started)
     except BaseException as error:
         record_failure(run_dir, status="failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
                        error=f"{type(error).__name__}: {error}")
@@ -271,7 +274,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def _train_and_record(cfg, run_dir: Path, name: str, method: Method, device, chash: str, seed: int,
-                      config_yaml: str, resume_dir, started: float) -> dict:
+                      config_yaml: str, resume_dir, last: Optional[dict], started: float) -> dict:
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
     tasks = list(eval_cfg.tasks)
     data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
@@ -295,7 +298,7 @@ def _train_and_record(cfg, run_dir: Path, name: str, method: Method, device, cha
         save_last=trainer_cfg.save_last, progress=Progress(trainer_cfg.progress), config_yaml=config_yaml,
     )
     if resume_dir is not None:
-        trainer.restore(load_checkpoint(resume_dir / LAST, required=LAST_KEYS))
+        trainer.restore(last)
         print(f"resuming {resume_dir} at phase {trainer.state.phase}, epoch {trainer.state.epoch}")
     train_started = time.perf_counter()
     state = trainer.fit()
