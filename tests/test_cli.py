@@ -131,3 +131,43 @@ def test_sigterm_and_sigint_record_interrupted_and_print_one_line(tmp_path, monk
     status = json.loads(next((tmp_path / "outputs").glob("**/run.json")).read_text())
     assert status["status"] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) == handler_before  # cdrbench's SIGTERM handler is removed again
+
+
+def test_missing_file_with_download_off_names_file_url_and_fix(tmp_path):
+    result = run_cli(["stage=prepare", "data=bo-mo", "data.download=false"], cwd=tmp_path)
+    assert result.returncode == 2
+    message = result.stderr
+    assert str(tmp_path / "data" / "amazon2014" / "reviews_Books_5.json.gz") in message
+    assert "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/reviews_Books_5.json.gz" in message
+    assert "data.download" in message
+    assert "Traceback" not in message
+    assert "does not exist" in message and not (tmp_path / "data").exists()  # the root is not created
+
+
+@pytest.mark.slow
+def test_installed_wheel_finds_its_config_from_any_directory(tmp_path):
+    """A normal (non-editable) install ships conf/ inside the package as cdrbench.conf."""
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    if build.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {build.stderr[-500:]}")
+    wheel = next((tmp_path / "dist").glob("cdrbench-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    # everything that ships is derived from the tree (setup.py): every YAML under conf/ at any
+    # depth and every module of the package, so a new config group or subpackage cannot be lost
+    shipped_yaml = {f"cdrbench/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
+    shipped_py = {p.relative_to(REPO).as_posix() for p in (REPO / "cdrbench").rglob("*.py")}
+    assert len(shipped_yaml) > 20 and "cdrbench/conf/trainer/default.yaml" in shipped_yaml
+    assert shipped_yaml - names == set()
+    assert shipped_py - names == set()
+    assert "cdrbench/conf/__init__.py" in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    # only the unpacked wheel provides cdrbench (the repository is not on the path)
+    result = run_cli(["stage=prepare", "data=synthetic"], cwd=work, env_extra={"PYTHONPATH": str(site), "PYTHONSAFEPATH": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "synthetic" in result.stdout and "tgt" in result.stdout
