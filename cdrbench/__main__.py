@@ -33,6 +33,17 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    # subcommands that are not a Hydra job: `cdrbench report <dir>` and `cdrbench tune ...`
+    # (an `hparams_search=<method>` override on a plain command line means `tune` too)
+    args = sys.argv[1:]
+    if args[:1] == ["report"]:
+        from cdrbench.report.cli import main as report_main
+
+        sys.exit(report_main(args[1:]))
+    if args[:1] == ["tune"] or any(a.startswith("hparams_search=") for a in args):
+        from cdrbench.sweeps.tune import main as tune_main
+
+        sys.exit(tune_main([a for a in args if a not in ("tune", "-m", "--multirun")]))
     hydra_main()
 
 

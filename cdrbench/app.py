@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
+import traceback
 import typing
 from pathlib import Path
 from typing import Optional, get_type_hints
@@ -19,15 +21,16 @@ from omegaconf import DictConfig, OmegaConf
 from cdrbench.config import Config, DataConfig
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.data.prepare import compare_with_expected, prepare
-from cdrbench.errors import ConfigError
+from cdrbench.errors import CdrbenchError, ConfigError
 from cdrbench.eval.ctr import rela_impr_auc, rela_impr_logloss
 from cdrbench.eval.evaluator import Evaluator
 from cdrbench.methods.base import Method
 from cdrbench.train.record import (
-    RESULTS, config_hash, find_resumable, format_table, git_sha, package_versions, results_table,
+    RESULTS, RUN_STATUS, config_hash, find_finished, find_resumable, format_table, git_sha, package_versions, results_table,
     write_artifacts, write_frame, write_json, write_status,
 )
 from cdrbench.train.artifact_cache import ArtifactCache
+from cdrbench.train.loggers import RunLogger
 from cdrbench.train.runtime import Progress, peak_memory_bytes, resolve_device, seed_everything
 from cdrbench.train.trainer import LAST, Trainer, load_checkpoint
 
@@ -100,8 +103,40 @@ def run_prepare(cfg: DictConfig) -> CrossDomainData:
     return data
 
 
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run(cfg: DictConfig, run_dir: Path):
-    """Run ``cfg.stage``; ``run_dir`` receives the run record of a training run."""
+    """Run ``cfg.stage``; ``run_dir`` receives the run record of a training run.
+
+    In a multirun a job never raises (a failed job must not stop the sweep): its error is
+    printed, recorded as ``failed`` in its ``run.json`` and returned as ``{"status": "failed"}``;
+    the multirun's end callback lists the failed jobs and exits non-zero."""
+    if not in_multirun():
+        return _run(cfg, run_dir)
+    try:
+        return _run(cfg, run_dir)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:
+        user_error = isinstance(error, CdrbenchError)
+        message = str(error) if user_error else f"{type(error).__name__}: {error}"
+        if not user_error:
+            traceback.print_exc()
+        print(f"cdrbench: error: job failed ({Path(run_dir).name}): {message}", file=sys.stderr)
+        status_file = Path(run_dir) / RUN_STATUS
+        if not status_file.exists() or json.loads(status_file.read_text()).get("status") != "failed":
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            write_status(Path(run_dir), status="failed", error=message, seed=int(cfg.seed),
+                         data=cfg.data.get("name"), method=cfg.method.get("name"))
+        return {"status": "failed", "error": message, "run_dir": str(run_dir)}
+
+
+def _run(cfg: DictConfig, run_dir: Path):
     check_schema_keys(cfg)
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r} is not one of {list(STAGES)}")
@@ -166,6 +201,16 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     trainer_cfg = cfg.trainer
     started = time.perf_counter()
 
+    skip = trainer_cfg.skip_finished if trainer_cfg.skip_finished is not None else in_multirun()
+    if skip and not (trainer_cfg.resume_from or trainer_cfg.resume):
+        done = find_finished([run_dir, run_dir.parent, cfg.output_root], chash, seed)
+        if done is not None:
+            print(f"skipping: {done} already has {RESULTS} for config {chash} and seed {seed} "
+                  "(trainer.skip_finished=false runs it again)")
+            if done.resolve() != run_dir.resolve():
+                write_status(run_dir, status="skipped", duplicate_of=str(done), config_hash=chash, seed=seed)
+            return json.loads((done / RESULTS).read_text())
+
     resume_dir = None
     if trainer_cfg.resume_from or trainer_cfg.resume:
         resume_dir = Path(trainer_cfg.resume_from) if trainer_cfg.resume_from else find_resumable(Path(cfg.output_root), chash, seed)
@@ -189,7 +234,33 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     return record
 
 
+def build_logger(cfg: DictConfig) -> RunLogger:
+    if cfg.get("logger") is None:
+        return RunLogger()
+    try:
+        tracker = instantiate(cfg.logger)
+    except Exception as error:
+        cause = error.__cause__ if isinstance(error.__cause__, CdrbenchError) else error
+        raise ConfigError(f"logger: {cause}") from error
+    if not isinstance(tracker, RunLogger):
+        raise ConfigError(f"logger: {type(tracker).__name__} is not a cdrbench.train.loggers.RunLogger")
+    return tracker
+
+
 def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: str, resume_dir, started: float) -> dict:
+    tracker = build_logger(cfg)
+    tracker.start(run_dir, OmegaConf.to_container(cfg, resolve=True), name=run_dir.name)
+    try:
+        results = _train_evaluate(cfg, run_dir, chash, seed, config_yaml, resume_dir, started, tracker)
+    except BaseException:
+        tracker.finish("failed")
+        raise
+    tracker.finish("finished")
+    return results
+
+
+def _train_evaluate(cfg, run_dir: Path, chash: str, seed: int, config_yaml: str, resume_dir, started: float,
+                    tracker: RunLogger) -> dict:
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
     data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
     device = resolve_device(trainer_cfg.device)
@@ -213,6 +284,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         method, evaluator, run_dir, max_epochs=trainer_cfg.max_epochs, eval_every=trainer_cfg.eval_every,
         patience=trainer_cfg.patience, min_epochs=trainer_cfg.min_epochs, monitor=monitor,
         save_last=trainer_cfg.save_last, progress=Progress(trainer_cfg.progress), config_yaml=config_yaml,
+        on_epoch=tracker.log_epoch,
     )
     if resume_dir is not None:
         trainer.restore(load_checkpoint(resume_dir / LAST))
@@ -265,6 +337,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
     }
     if eval_cfg.baseline_run:
         results["relaimpr"] = relaimpr_against(test.metrics, Path(eval_cfg.baseline_run))
+    tracker.log_results(results)
     write_json(run_dir / RESULTS, results)
 
     shown_k = int(monitor.split("@")[1]) if "@" in monitor else default_k(list(eval_cfg.ks))

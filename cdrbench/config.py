@@ -120,6 +120,10 @@ class TrainerConfig:
     artifact_cache: bool = True
     #: artifact cache directory; null = $XDG_CACHE_HOME/cdrbench/artifacts (~/.cache/...)
     artifact_dir: Optional[str] = None
+    #: skip a job whose results.json already exists (under output_root or its sweep directory)
+    #: for the same config hash and seed, so a requeued sweep finishes instead of starting over;
+    #: null = in multiruns only
+    skip_finished: Optional[bool] = None
 
 
 @dataclass
@@ -142,6 +146,20 @@ class EvalConfig:
 
 
 @dataclass
+class ReportConfig:
+    """How ``cdrbench report`` shows this run (never part of the config hash)."""
+
+    #: the paper table this run reproduces, ``<paper>/<table>`` of conf/paper_numbers/ (e.g.
+    #: bignas/table3): its reported numbers appear beside ours; null = none
+    paper: Optional[str] = None
+    #: label of this run's table row; null = the method name plus the config values that tell
+    #: its configurations apart (e.g. ``bignas (method.variant=no_impo)``)
+    row: Optional[str] = None
+    #: write the report of the sweep directory when a multirun ends (Hydra callback)
+    after_multirun: bool = True
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -156,6 +174,11 @@ class Config:
     tag: Optional[str] = None
     #: where run directories go (hydra.run.dir / hydra.sweep.dir are built from it)
     output_root: str = "outputs"
+    report: ReportConfig = field(default_factory=ReportConfig)
+    #: experiment tracker (conf/logger/: csv | mlflow | tensorboard), built with instantiate
+    logger: Any = None
+    #: Optuna search of ``cdrbench tune`` (conf/hparams_search/<method>.yaml); null = none
+    hparams_search: Any = None
 
 
 def _by_profile(profile: str, choices) -> Any:
