@@ -198,6 +198,12 @@ def register_configs() -> None:
     # method.profile-dependent values: ${by_profile:${method.profile},{paper: X, refcode: Y}}
     if not OmegaConf.has_resolver("by_profile"):
         OmegaConf.register_new_resolver("by_profile", _by_profile)
+    # a value chosen by another value (e.g. per method in a preset that sweeps methods):
+    # ${cdrbench.by_key:${method.name},{bignas: 20},100} -> 20 for bignas, 100 otherwise
+    if not OmegaConf.has_resolver("cdrbench.by_key"):
+        OmegaConf.register_new_resolver(
+            "cdrbench.by_key", lambda key, choices, default: choices[key] if key in choices else default
+        )
     # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
     if not OmegaConf.has_resolver("cdrbench.default_loss"):
         OmegaConf.register_new_resolver(

@@ -127,7 +127,7 @@ def scan_runs(directory, log: Callable[[str], None] = print) -> RunScan:
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame = frame.sort_values("mtime")
-        dup = frame.duplicated(["config_hash", "seed"], keep="last")
+        dup = frame.duplicated(["data", "config_hash", "seed"], keep="last")
         for run_dir in frame.loc[dup, "run_dir"]:
             duplicates.append((Path(run_dir), "older run of the same config hash and seed (the newest is used)"))
         frame = frame.loc[~dup].sort_values(["data", "method", "config_hash", "seed"]).reset_index(drop=True)
