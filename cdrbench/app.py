@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 import traceback
@@ -223,7 +224,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
 
     (run_dir / "config.yaml").write_text(config_yaml)
     write_status(run_dir, status="running", config_hash=chash, seed=seed, data=cfg.data.name,
-                 method=cfg.method.name, resumed_from=str(resume_dir) if resume_dir else None)
+                 method=cfg.method.name, resumed_from=str(resume_dir) if resume_dir else None, pid=os.getpid())
     try:
         record = _train_and_record(cfg, run_dir, chash, seed, config_yaml, resume_dir, started)
     except BaseException as error:

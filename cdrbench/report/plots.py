@@ -105,6 +105,13 @@ def _op_names(record: dict, domain: str, layer: int) -> list[str]:
     return list(ops or [])
 
 
+def selected_alpha(rows: list[dict], best_epoch) -> dict:
+    """The alpha.jsonl record of the selected epoch (the last phase's), else the last record."""
+    last_phase = rows[-1].get("phase")
+    match = [r for r in rows if r.get("epoch") == best_epoch and r.get("phase") == last_phase]
+    return (match or rows[-1:])[-1]
+
+
 def alpha_plots(runs: pd.DataFrame, out: Path) -> list[PlotResult]:
     """BiGNAS: heat-map of softmax(α) at the selected epoch per domain x layer (mean over
     seeds), and the evolution of every op weight over the epochs (first seed)."""
@@ -115,11 +122,7 @@ def alpha_plots(runs: pd.DataFrame, out: Path) -> list[PlotResult]:
         per_seed = [(run, rows) for run, rows in per_seed if rows and rows[-1].get("alpha")]
         if not per_seed:
             continue
-        selected = []
-        for run, rows in per_seed:
-            best = run.get("best_epoch")
-            match = [r for r in rows if r.get("epoch") == best and r.get("phase") == rows[-1].get("phase")]
-            selected.append((match or rows[-1:])[-1])
+        selected = [selected_alpha(rows, run.get("best_epoch")) for run, rows in per_seed]
         first = selected[0]
         domains = list(first["alpha"])
         layers = len(first["alpha"][domains[0]])
