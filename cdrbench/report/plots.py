@@ -234,8 +234,8 @@ def tsne_plots(directory: Path, out: Path) -> list[PlotResult]:
             continue
         if "kind" in frame:
             frame = frame[frame["kind"].astype(str) == "item"]
-        frame = frame.groupby("domain", group_keys=False).apply(
-            lambda g: g.sample(min(len(g), TSNE_MAX_PER_DOMAIN), random_state=0))
+        keep = [i for _, g in frame.groupby("domain") for i in g.sample(min(len(g), TSNE_MAX_PER_DOMAIN), random_state=0).index]
+        frame = frame.loc[keep]
         matrix = _embedding_matrix(frame)
         if matrix is None or len(frame) < 5:
             results.append(PlotResult(f"t-SNE {path}", [], "no embedding column (embedding, or e0..eN) or fewer than 5 items"))

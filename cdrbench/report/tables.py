@@ -125,9 +125,10 @@ def build_table(
         for metric in metrics:
             means = {g.label: g.mean(metric) for g in rows}
             order = best_index(means, metric)
-            for rank, label in enumerate(order[:2], start=1):
-                if means[label] is not None:
-                    table.ranks[(data, label, metric)] = rank
+            distinct = list(dict.fromkeys(means[label] for label in order if means[label] is not None))
+            for label in order:  # equal means share a rank (a tie is bold twice)
+                if means[label] is not None and means[label] in distinct[:2]:
+                    table.ranks[(data, label, metric)] = distinct.index(means[label]) + 1
             table.comparisons[(data, metric)] = _compare(table, rows, metric, order, split, alternative)
     return table
 
