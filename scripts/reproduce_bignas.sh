@@ -13,15 +13,11 @@
 set -uo pipefail
 out="${1:-outputs/reproduce/bignas}"
 shift || true
-status=0
-sweep() {  # <preset> <sweep dir> [overrides]
-  local preset="$1" dir="$2"
-  shift 2
-  python -m cdrbench -m "experiment=$preset" "hydra.sweep.dir=$dir" report.after_multirun=false "$@" || status=1
-}
+. "$(dirname "$0")/_reproduce_lib.sh"
+require_presets bignas/table3 bignas/figure2_ablation bignas/figure2_manual
 sweep bignas/table3 "$out/table3" "$@"
 sweep bignas/figure2_ablation "$out/figure2/variants" "$@"
 sweep bignas/figure2_manual "$out/figure2/manual" "$@"
-python -m cdrbench report "$out/table3" || status=1
-python -m cdrbench report "$out/figure2" || status=1
+report "$out/table3"
+report "$out/figure2"   # both Figure 2 sweeps in one table
 exit "$status"

@@ -10,18 +10,11 @@
 set -uo pipefail
 out="${1:-outputs/reproduce/hago}"
 shift || true
-status=0
+. "$(dirname "$0")/_reproduce_lib.sh"
 presets=(hago/table1 hago/table3_variants hago/table4_backbones hago/table5_pretrain hago/figure3_coords)
-conf="$(python -c 'import cdrbench.conf, os; print(os.path.dirname(cdrbench.conf.__file__))')"
+require_presets "${presets[@]}"
 for preset in "${presets[@]}"; do
-  if [ ! -f "$conf/experiment/$preset.yaml" ]; then
-    echo "reproduce_hago.sh: preset experiment=$preset is not in this cdrbench ($conf/experiment/$preset.yaml)" >&2
-    exit 2
-  fi
-done
-for preset in "${presets[@]}"; do
-  dir="$out/${preset#hago/}"
-  python -m cdrbench -m "experiment=$preset" "hydra.sweep.dir=$dir" report.after_multirun=false "$@" || status=1
-  python -m cdrbench report "$dir" || status=1
+  sweep "$preset" "$out/${preset#hago/}" "$@"
+  report "$out/${preset#hago/}"
 done
 exit "$status"

@@ -9,18 +9,11 @@
 set -uo pipefail
 out="${1:-outputs/reproduce/pcrec}"
 shift || true
-status=0
+. "$(dirname "$0")/_reproduce_lib.sh"
 presets=(pcrec/table2 pcrec/table3_hops pcrec/table4_transfer)
-conf="$(python -c 'import cdrbench.conf, os; print(os.path.dirname(cdrbench.conf.__file__))')"
+require_presets "${presets[@]}"
 for preset in "${presets[@]}"; do
-  if [ ! -f "$conf/experiment/$preset.yaml" ]; then
-    echo "reproduce_pcrec.sh: preset experiment=$preset is not in this cdrbench ($conf/experiment/$preset.yaml)" >&2
-    exit 2
-  fi
-done
-for preset in "${presets[@]}"; do
-  dir="$out/${preset#pcrec/}"
-  python -m cdrbench -m "experiment=$preset" "hydra.sweep.dir=$dir" report.after_multirun=false "$@" || status=1
-  python -m cdrbench report "$dir" || status=1
+  sweep "$preset" "$out/${preset#pcrec/}" "$@"
+  report "$out/${preset#pcrec/}"
 done
 exit "$status"
