@@ -1,6 +1,6 @@
 """Sweeps as users run them: failed jobs in a multirun, idempotent reruns, joblib and Ray
-launchers, the Optuna search and its resume after a kill. Tiny synthetic data; the subprocess
-tests are the slow part of this file (a fresh interpreter per sweep)."""
+launchers, the Optuna search and its resume after a kill. Tiny synthetic data; the command line
+runs in this process (``cdrbench.__main__.main``), except the Optuna run that is killed."""
 
 from __future__ import annotations
 
@@ -25,28 +25,36 @@ TINY = [
 ]
 
 
-def cli(args, tmp_path, timeout=300, **popen):
-    env = {**os.environ, "CDRBENCH_DATA": str(tmp_path / "data"), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "cdrbench", *args, *TINY], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def cli(monkeypatch, tmp_path, *args) -> int:
+    """``cdrbench <args>`` in this process (as the console script runs it); returns the exit code.
+    In-process keeps these tests cheap: no fresh interpreter importing torch per sweep."""
+    from cdrbench.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["cdrbench", *args, *TINY, f"data.root={tmp_path / 'data'}"])
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
 
 
 def job_status(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep.glob("*/run.json"))}
 
 
-def test_multirun_whose_first_job_fails_runs_every_job_and_exits_nonzero(tmp_path):
+def test_multirun_whose_first_job_fails_runs_every_job_and_exits_nonzero(tmp_path, monkeypatch, capsys):
     sweep = tmp_path / "sweep"
-    result = cli(["-m", "method=pop", "method.smoothing=-1,1", "seed=0", f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert result.returncode == 1, result.stderr[-2000:]
+    code = cli(monkeypatch, tmp_path, "-m", "method=pop", "method.smoothing=-1,1", "seed=0", f"hydra.sweep.dir={sweep}")
+    err = capsys.readouterr().err
+    assert code == 1, err[-2000:]
     status = job_status(sweep)
     assert status["0_synthetic_pop_s0"]["status"] == "failed"
     assert "method.smoothing must be >= 0" in status["0_synthetic_pop_s0"]["error"]
     assert status["1_synthetic_pop_s0"]["status"] == "finished"  # the later job still ran
     assert (sweep / "1_synthetic_pop_s0" / "results.json").is_file()
-    assert "1 job(s) of the multirun did not finish" in result.stderr
-    assert "0_synthetic_pop_s0 [failed] method=pop method.smoothing=-1" in result.stderr
-    assert "Traceback" not in result.stderr  # a user error: one line, no traceback
+    assert "1 job(s) of the multirun did not finish" in err
+    assert "0_synthetic_pop_s0 [failed] method=pop method.smoothing=-1" in err
+    assert "Traceback" not in err  # a user error: one line, no traceback
     assert (sweep / "report" / "table.md").is_file()  # the report of the jobs that finished
 
 
@@ -66,34 +74,30 @@ def test_finished_config_and_seed_is_skipped_with_a_line(tmp_path, capsys):
     assert run_training(compose(overrides), tmp_path / "plain")["run_dir"] == str(tmp_path / "plain")
 
 
-def _two_job_sweep(tmp_path, launcher_args, timeout=300):
+def _two_job_sweep(tmp_path, monkeypatch, *launcher_args):
     sweep = tmp_path / "sweep"
-    started = subprocess.Popen  # the main process's pid is that of the child started below
-    env = {**os.environ, "CDRBENCH_DATA": str(tmp_path / "data"), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    proc = started([sys.executable, "-m", "cdrbench", "-m", "method=pop", "seed=0,1", f"hydra.sweep.dir={sweep}",
-                    "report.after_multirun=false", *launcher_args, *TINY],
-                   cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err[-3000:]
+    code = cli(monkeypatch, tmp_path, "-m", "method=pop", "seed=0,1", f"hydra.sweep.dir={sweep}",
+               "report.after_multirun=false", *launcher_args)
+    assert code == 0
     status = job_status(sweep)
     assert [s["status"] for s in status.values()] == ["finished", "finished"]
     pids = {s["pid"] for s in status.values()}
-    assert proc.pid not in pids  # the jobs ran in worker processes, not in the launching one
+    assert os.getpid() not in pids  # the jobs ran in worker processes, not in the launching one
     results = [json.loads((sweep / name / "results.json").read_text()) for name in status]
     assert sorted(r["seed"] for r in results) == [0, 1]
     return pids
 
 
-def test_joblib_launcher_runs_two_jobs_in_two_workers(tmp_path):
+def test_joblib_launcher_runs_two_jobs_in_two_workers(tmp_path, monkeypatch):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    pids = _two_job_sweep(tmp_path, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+    pids = _two_job_sweep(tmp_path, monkeypatch, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert len(pids) == 2
 
 
-def test_ray_launcher_runs_two_jobs_locally(tmp_path):
+def test_ray_launcher_runs_two_jobs_locally(tmp_path, monkeypatch):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
-    _two_job_sweep(tmp_path, ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
-                              "+hydra.launcher.ray.init.include_dashboard=false"], timeout=600)
+    _two_job_sweep(tmp_path, monkeypatch, "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+                   "+hydra.launcher.ray.init.include_dashboard=false")
 
 
 # ---------------------------------------------------------------------------- Optuna

@@ -132,12 +132,12 @@ def alpha_plots(runs: pd.DataFrame, out: Path) -> list[PlotResult]:
         mean = np.mean([[r["alpha"][d] for d in domains] for r in selected], axis=0)  # [D, L, O]
         fig, ax = plt.subplots(figsize=(1.1 * len(ops) + 2, 0.55 * len(domains) * layers + 1.2))
         grid = mean.reshape(len(domains) * layers, len(ops))
-        image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0)
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")  # colours span the values; numbers are printed
         ax.set_xticks(range(len(ops)), ops)
         ax.set_yticks(range(grid.shape[0]), [f"{d} L{i + 1}" for d in domains for i in range(layers)])
         for (i, j), value in np.ndenumerate(grid):
             ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
-                    color="white" if value < grid.max() * 0.6 else "black")
+                    color="white" if value < (grid.min() + grid.max()) / 2 else "black")
         ax.set_title(f"softmax(alpha) at the selected epoch, {row} on {data} ({len(selected)} seed(s))", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.04)
         results.append(PlotResult(f"alpha heat-map {data} {row}", _save(fig, out, f"alpha_heatmap_{_slug(data)}_{_slug(row)}")))

@@ -2,8 +2,8 @@
 underlined per column, a paired-test mark against the strongest other row, the papers'
 improvement formula, and the reported number with our difference.
 
-Marks: ``*`` = paired t-test over seeds, p < alpha, in favour of the marked row (the paper's
-method when the table names one, else the best row) against the strongest other row by mean;
+Marks: ``*`` = paired t-test over seeds, p < alpha, between the paper's method (when the table
+names one, else the best row) and the strongest other row by mean, on the better of the two;
 ``†`` = the same test over users (top-N metrics, from ``per_user_<split>.parquet``; each user's
 value is first averaged over seeds).
 """
@@ -35,6 +35,8 @@ class Group:
     run_dirs: dict[int, str]  # seed -> run directory
     values: dict[str, dict[int, float]]  # metric -> seed -> value
     paper_row: Optional[str] = None
+    #: the label comes from report.row (kept even when a paper row matches)
+    explicit_label: bool = False
 
     def mean(self, metric: str) -> Optional[float]:
         v = [x for x in self.values.get(metric, {}).values() if x is not None]
@@ -117,8 +119,13 @@ def build_table(
             data=str(data), label=str(first["row"]), config_hash=str(chash), method=str(first["method"]),
             run_dirs={int(s): d for s, d in zip(part["seed"], part["run_dir"])}, values=values,
             paper_row=paper.match(identity) if paper else None,
+            explicit_label=identity.get("report.row") is not None,
         ))
     _name_rows(groups)
+    # rows in the paper's order where they match one, then the others by label
+    paper_order = {name: i for i, name in enumerate(paper.rows)} if paper else {}
+    data_order = {d: i for i, d in enumerate(dict.fromkeys(g.data for g in groups))}
+    groups.sort(key=lambda g: (data_order[g.data], paper_order.get(g.paper_row, len(paper_order)), g.label))
     table = ReportTable(split=split, metrics=metrics, groups=groups, paper=paper, alpha=alpha)
     for data in table.datasets:
         rows = table.rows_of(data)
@@ -141,7 +148,7 @@ def _name_rows(groups: list[Group]) -> None:
     """Rows matched to a paper row take its name; labels that collide on one data set get the
     config hash appended, so no two rows of a table share a name."""
     for g in groups:
-        if g.paper_row:
+        if g.paper_row and not g.explicit_label:
             g.label = g.paper_row
     seen: dict[tuple[str, str], int] = {}
     for g in groups:
@@ -199,14 +206,23 @@ def _user_test(a: Group, b: Group, metric: str, split: str, alternative: str) ->
 
 
 # ---------------------------------------------------------------------------- output
+def _better(test: Optional[PairedTest], comp: Comparison, alpha: float) -> Optional[str]:
+    """The row a significant test favours (the marked row, or the other one when the paper's
+    method is significantly worse), else None."""
+    if test is None or not test.p < alpha or test.mean_diff == 0:
+        return None
+    return comp.winner if test.mean_diff > 0 else comp.runner_up
+
+
 def marks(table: ReportTable, data: str, label: str, metric: str) -> str:
+    """``*`` / ``†`` on the better row of a significant paired test (evaluation.md §5)."""
     comp = table.comparisons.get((data, metric))
-    if comp is None or comp.winner != label:
+    if comp is None:
         return ""
     out = ""
-    if comp.seeds is not None and comp.seeds.significant(table.alpha):
+    if _better(comp.seeds, comp, table.alpha) == label:
         out += "*"
-    if comp.users is not None and comp.users.significant(table.alpha):
+    if _better(comp.users, comp, table.alpha) == label:
         out += "†"
     return out
 
@@ -261,7 +277,8 @@ def display_frame(table: ReportTable, style: str = "markdown") -> pd.DataFrame:
     """The table as strings, in the paper's layout (``table.paper.layout``: ``wide`` puts the
     methods in columns and one row per data set and metric; ``long`` one row per method)."""
     wide = table.paper is not None and table.paper.layout == "wide"
-    has_paper = table.paper is not None and any(g.paper_row for g in table.groups)
+    has_paper = table.paper is not None and any(
+        table.paper.value(g.data, g.paper_row, m) is not None for g in table.groups if g.paper_row for m in table.metrics)
     impr = table.improvement_name()
     rows = []
     if wide:
@@ -289,7 +306,7 @@ def display_frame(table: ReportTable, style: str = "markdown") -> pd.DataFrame:
             rows.append(row)
         if not any(table.comparisons.get((data, m)) for m in table.metrics):
             continue
-        row = {"data": data, "row": f"{impr} (marked row vs strongest other)"}
+        row = {"data": data, "row": f"{impr} (tested row vs strongest other)"}
         for metric in table.metrics:
             comp = table.comparisons.get((data, metric))
             text = f"{comp.improvement:+.2f}% ({comp.winner} vs {comp.runner_up})" if comp and comp.improvement is not None else ""

@@ -3,7 +3,6 @@ t-test called directly, the papers' improvement formulas, and the paper's own au
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import numpy as np
@@ -154,12 +153,33 @@ def test_unfinished_runs_are_skipped_with_a_line(tmp_path):
     assert lines == [f"skipping unfinished run {crashed}: failed (ValueError: boom)"]
 
 
-def test_report_on_a_directory_without_results_exits_2_naming_it(tmp_path):
+def test_report_on_a_directory_without_results_exits_2_naming_it(tmp_path, monkeypatch, capsys):
+    from cdrbench.__main__ import main
+
     empty = tmp_path / "empty"
     (empty / "job0").mkdir(parents=True)
     (empty / "job0" / "run.json").write_text('{"status": "running"}')
-    result = subprocess.run([sys.executable, "-m", "cdrbench", "report", str(empty)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert f"no finished run (results.json) under {empty}" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert f"skipping unfinished run {empty / 'job0'}: running" in result.stdout
+    monkeypatch.setattr(sys, "argv", ["cdrbench", "report", str(empty)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2
+    assert err.strip() == f"cdrbench: error: report: no finished run (results.json) under {empty}"
+    assert f"skipping unfinished run {empty / 'job0'}: running" in out
+    monkeypatch.setattr(sys, "argv", ["cdrbench", "report", str(tmp_path / "absent")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2 and f"{tmp_path / 'absent'} is not a directory" in capsys.readouterr().err
+
+
+def test_a_significantly_worse_papers_method_marks_the_other_row(tmp_path):
+    for seed in range(5):  # case 2 of E6 with the paper's method (BiGNAS full) as the worse one
+        make_run(tmp_path, f"full{seed}", "bignas", "d", seed, {"auc": B2[seed]}, variant="full")
+        make_run(tmp_path, f"nosrc{seed}", "bignas", "d", seed, {"auc": A2[seed]}, variant="no_source")
+    table = build_table(collect_results(tmp_path, log=lambda _: None), metrics=["auc"], paper=load_paper_table("bignas/figure2"))
+    comp = table.comparisons[("d", "auc")]
+    assert (comp.winner, comp.runner_up) == ("BiGNAS", "NO-SOURCE")  # the paper's method is the tested row
+    assert comp.seeds.p == pytest.approx(stats.ttest_rel(B2, A2).pvalue, rel=1e-9) and comp.seeds.mean_diff < 0
+    lines = {line.split("|")[2].strip(): line for line in to_markdown(table).splitlines()[2:]}
+    assert "**0.7797 ± 0.0009***" in lines["NO-SOURCE"]
+    assert "*" not in lines["BiGNAS"].replace("**", "")
