@@ -77,11 +77,13 @@ def write_report(
     keys = [paper] if paper else list(dict.fromkeys(runs["paper_table"].where(runs["paper_table"].notna(), None)))
     sections = [f"# cdrbench report: {directory}\n", f"{len(runs)} finished run(s); {len(scan.unfinished)} unfinished; "
                 f"{len(scan.duplicates)} not counted (duplicates).\n"]
+    names: dict[tuple[str, str], str] = {}  # (data, config hash) -> the row name the table gave it
     for key in keys:
         part = runs if paper or len(keys) == 1 else runs[runs["paper_table"].where(runs["paper_table"].notna(), None) == key]
         paper_table = load_paper_table(key) if key else None
         table = build_table(part, metrics=metrics, paper=paper_table, split=split, alpha=alpha,
                             alternative=alternative, configs=configs.loc[part.index])
+        names.update({(g.data, g.config_hash): g.label for g in table.groups})
         stem = f"table{_slug(key)}"
         markdown = to_markdown(table)
         for suffix, text in ((".md", markdown + "\n"), (".tex", to_latex(table, caption=paper_table.caption if paper_table else None))):
@@ -106,7 +108,8 @@ def write_report(
     if plots:
         from cdrbench.report.plots import make_plots
 
-        results = make_plots(runs, configs, directory, out, log=log)
+        named = runs.assign(row=[names.get((d, h), r) for d, h, r in zip(runs["data"], runs["config_hash"], runs["row"])])
+        results = make_plots(named, configs, directory, out, log=log)
         drawn = [r for r in results if not r.skipped]
         report.files += [f for r in drawn for f in r.files]
         report.skipped_plots = [(r.name, r.skipped) for r in results if r.skipped]
