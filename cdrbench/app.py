@@ -137,8 +137,19 @@ def run(cfg: DictConfig, run_dir: Path):
         return {"status": "failed", "error": message, "run_dir": str(run_dir)}
 
 
+def check_report_paper(cfg: DictConfig) -> None:
+    """``report.paper`` must name a paper table that exists, before any work (not at the report)."""
+    key = cfg.get("report", {}).get("paper")
+    if key:
+        from cdrbench.report.papers import available_tables
+
+        if key not in available_tables():
+            raise ConfigError(f"report.paper={key!r} is not a paper table (available: {available_tables()})")
+
+
 def _run(cfg: DictConfig, run_dir: Path):
     check_schema_keys(cfg)
+    check_report_paper(cfg)
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r} is not one of {list(STAGES)}")
     if cfg.stage == "prepare":

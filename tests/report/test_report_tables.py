@@ -183,3 +183,14 @@ def test_a_significantly_worse_papers_method_marks_the_other_row(tmp_path):
     lines = {line.split("|")[2].strip(): line for line in to_markdown(table).splitlines()[2:]}
     assert "**0.7797 ± 0.0009***" in lines["NO-SOURCE"]
     assert "*" not in lines["BiGNAS"].replace("**", "")
+
+
+def test_unknown_paper_table_is_rejected_before_any_work(tmp_path):
+    from cdrbench.app import run
+    from cdrbench.config import compose
+    from cdrbench.errors import ConfigError
+
+    cfg = compose(["method=pop", f"data.root={tmp_path / 'data'}", "report.paper=bignas/table9"])
+    with pytest.raises(ConfigError, match=r"report.paper='bignas/table9' is not a paper table \(available: \['bignas/table3'"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
