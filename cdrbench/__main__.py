@@ -74,9 +74,13 @@ def hydra_main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        from hydra.types import RunMode
+
         from cdrbench.validate import check_config
 
-        check_config(cfg)
+        # a multirun job's config error must fail that job only (app.run records it), not the sweep
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            check_config(cfg)
         from cdrbench import app  # heavy imports (torch, PyG) only for a config that passed
 
         app.run(cfg, run_dir)
@@ -116,6 +120,17 @@ def _hydra_error_message(error: BaseException) -> str:
 def main() -> None:
     """Run Hydra; its own errors (bad override, missing config, unwritable run directory) raised
     before the task starts are user errors too: one message, exit code 2."""
+    # subcommands that are not a Hydra job: `cdrbench report <dir>` and `cdrbench tune ...`
+    # (an `hparams_search=<method>` override on a plain command line means `tune` too)
+    args = sys.argv[1:]
+    if args[:1] == ["report"]:
+        from cdrbench.report.cli import main as report_main
+
+        sys.exit(report_main(args[1:]))
+    if args[:1] == ["tune"] or any(a.startswith("hparams_search=") for a in args):
+        from cdrbench.sweeps.tune import main as tune_main
+
+        sys.exit(tune_main([a for a in args if a not in ("tune", "-m", "--multirun")]))
     global _task_started
     _task_started = False
     before = os.environ.get("HYDRA_FULL_ERROR")

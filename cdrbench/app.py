@@ -11,7 +11,10 @@ directory is written, the data prepared (click labels checked) and the method tr
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -29,9 +32,10 @@ from cdrbench.eval.ctr import rela_impr_auc, rela_impr_logloss
 from cdrbench.eval.evaluator import Evaluator, check_click_labels
 from cdrbench.methods.base import Method
 from cdrbench.train.artifact_cache import ArtifactCache
+from cdrbench.train.loggers import RunLogger
 from cdrbench.train.record import (
-    METRICS_CSV, RESULTS, completed_resumptions, config_hash, find_resumable, format_table, git_sha,
-    metrics_frame, package_versions, record_failure, results_table, write_artifacts, write_frame, write_json,
+    METRICS_CSV, RESULTS, RUN_STATUS, completed_resumptions, config_hash, find_finished, find_resumable, format_table,
+    git_sha, metrics_frame, package_versions, record_failure, results_table, write_artifacts, write_frame, write_json,
     write_status,
 )
 from cdrbench.train.runtime import Progress, atomic_write_bytes, peak_memory_bytes, resolve_device, seed_everything
@@ -165,10 +169,53 @@ def run_prepare(cfg: DictConfig, run_dir: Optional[Path] = None) -> CrossDomainD
     return data
 
 
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run(cfg: DictConfig, run_dir: Path):
     """Run ``cfg.stage``; ``run_dir`` receives the run record of a training run (or the tables of
-    ``stage=prepare``)."""
+    ``stage=prepare``).
+
+    In a multirun a job never raises (a failed job must not stop the sweep): its error is
+    printed, recorded as ``failed`` in its ``run.json`` and returned as ``{"status": "failed"}``;
+    the multirun's end callback lists the failed jobs and exits non-zero."""
+    if not in_multirun():
+        return _run(cfg, run_dir)
+    try:
+        return _run(cfg, run_dir)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:
+        user_error = isinstance(error, CdrbenchError)
+        message = str(error) if user_error else f"{type(error).__name__}: {error}"
+        if not user_error:
+            traceback.print_exc()
+        print(f"cdrbench: error: job failed ({Path(run_dir).name}): {message}", file=sys.stderr)
+        status_file = Path(run_dir) / RUN_STATUS
+        if not status_file.exists() or json.loads(status_file.read_text()).get("status") != "failed":
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            write_status(Path(run_dir), status="failed", error=message, seed=int(cfg.seed),
+                         data=cfg.data.get("name"), method=cfg.method.get("name"))
+        return {"status": "failed", "error": message, "run_dir": str(run_dir)}
+
+
+def check_report_paper(cfg: DictConfig) -> None:
+    """``report.paper`` must name a paper table that exists, before any work (not at the report)."""
+    key = cfg.get("report", {}).get("paper")
+    if key:
+        from cdrbench.report.papers import available_tables
+
+        if key not in available_tables():
+            raise ConfigError(f"report.paper={key!r} is not a paper table (available: {available_tables()})")
+
+
+def _run(cfg: DictConfig, run_dir: Path):
     check_config(cfg)
+    check_report_paper(cfg)
     if cfg.stage == "prepare":
         return run_prepare(cfg, run_dir)
     return run_training(cfg, run_dir)
@@ -247,6 +294,18 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     seed = int(cfg.seed)
     started = time.perf_counter()
 
+    trainer_cfg = cfg.trainer
+    skip = trainer_cfg.skip_finished if trainer_cfg.skip_finished is not None else in_multirun()
+    if skip and not (trainer_cfg.resume_from or trainer_cfg.resume):
+        done = find_finished([run_dir, run_dir.parent, cfg.output_root], chash, seed)
+        if done is not None:
+            print(f"skipping: {done} already has {RESULTS} for config {chash} and seed {seed} "
+                  "(trainer.skip_finished=false runs it again)")
+            if done.resolve() != run_dir.resolve():
+                _make_run_dir(run_dir)
+                write_status(run_dir, status="skipped", duplicate_of=str(done), config_hash=chash, seed=seed)
+            return json.loads((done / RESULTS).read_text())
+
     # everything that needs no data, before anything is written or prepared
     seed_everything(seed, cfg.trainer.deterministic)  # (for constructors that draw)
     name, method = build_method(cfg)
@@ -260,7 +319,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     _make_run_dir(run_dir)
     (run_dir / "config.yaml").write_text(config_yaml)
     write_status(run_dir, status="running", config_hash=chash, seed=seed, data=cfg.data.name,
-                 method=cfg.method.name, resumed_from=str(resume_dir) if resume_dir else None)
+                 method=cfg.method.name, resumed_from=str(resume_dir) if resume_dir else None, pid=os.getpid())
     try:
         record = _train_and_record(cfg, run_dir, name, method, device, chash, seed, config_yaml, resume_dir, last, started)
     except BaseException as error:
@@ -273,8 +332,35 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     return record
 
 
+def build_logger(cfg: DictConfig) -> RunLogger:
+    if cfg.get("logger") is None:
+        return RunLogger()
+    try:
+        tracker = instantiate(cfg.logger)
+    except Exception as error:
+        cause = error.__cause__ if isinstance(error.__cause__, CdrbenchError) else error
+        raise ConfigError(f"logger: {cause}") from error
+    if not isinstance(tracker, RunLogger):
+        raise ConfigError(f"logger: {type(tracker).__name__} is not a cdrbench.train.loggers.RunLogger")
+    return tracker
+
+
 def _train_and_record(cfg, run_dir: Path, name: str, method: Method, device, chash: str, seed: int,
                       config_yaml: str, resume_dir, last: Optional[dict], started: float) -> dict:
+    tracker = build_logger(cfg)
+    tracker.start(run_dir, OmegaConf.to_container(cfg, resolve=True), name=run_dir.name)
+    try:
+        results = _train_evaluate(cfg, run_dir, name, method, device, chash, seed, config_yaml, resume_dir, last,
+                                  started, tracker)
+    except BaseException:
+        tracker.finish("failed")
+        raise
+    tracker.finish("finished")
+    return results
+
+
+def _train_evaluate(cfg, run_dir: Path, name: str, method: Method, device, chash: str, seed: int,
+                    config_yaml: str, resume_dir, last: Optional[dict], started: float, tracker: RunLogger) -> dict:
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
     tasks = list(eval_cfg.tasks)
     data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
@@ -296,6 +382,7 @@ def _train_and_record(cfg, run_dir: Path, name: str, method: Method, device, cha
         method, evaluator, run_dir, max_epochs=trainer_cfg.max_epochs, eval_every=trainer_cfg.eval_every,
         patience=trainer_cfg.patience, min_epochs=trainer_cfg.min_epochs, monitor=monitor,
         save_last=trainer_cfg.save_last, progress=Progress(trainer_cfg.progress), config_yaml=config_yaml,
+        on_epoch=tracker.log_epoch,
     )
     if resume_dir is not None:
         trainer.restore(last)
@@ -350,6 +437,7 @@ def _train_and_record(cfg, run_dir: Path, name: str, method: Method, device, cha
     if eval_cfg.baseline_run:
         results["relaimpr"] = relaimpr_against(test.metrics, Path(eval_cfg.baseline_run))
     write_frame(run_dir / METRICS_CSV, metrics_frame(results))
+    tracker.log_results(results)
     write_json(run_dir / RESULTS, results)
 
     shown_k = int(monitor.split("@")[1]) if "@" in monitor else default_k(list(eval_cfg.ks))

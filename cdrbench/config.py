@@ -130,6 +130,10 @@ class TrainerConfig:
     artifact_cache: bool = True
     #: artifact cache directory; null = $XDG_CACHE_HOME/cdrbench/artifacts (~/.cache/...)
     artifact_dir: Optional[str] = None
+    #: skip a job whose results.json already exists (under output_root or its sweep directory)
+    #: for the same config hash and seed, so a requeued sweep finishes instead of starting over;
+    #: null = in multiruns only
+    skip_finished: Optional[bool] = None
 
 
 @dataclass
@@ -160,6 +164,20 @@ class EvalConfig:
 
 
 @dataclass
+class ReportConfig:
+    """How ``cdrbench report`` shows this run (never part of the config hash)."""
+
+    #: the paper table this run reproduces, ``<paper>/<table>`` of conf/paper_numbers/ (e.g.
+    #: bignas/table3): its reported numbers appear beside ours; null = none
+    paper: Optional[str] = None
+    #: label of this run's table row; null = the method name plus the config values that tell
+    #: its configurations apart (e.g. ``bignas (method.variant=no_impo)``)
+    row: Optional[str] = None
+    #: write the report of the sweep directory when a multirun ends (Hydra callback)
+    after_multirun: bool = True
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -174,6 +192,11 @@ class Config:
     tag: Optional[str] = None
     #: where run directories go (hydra.run.dir / hydra.sweep.dir are built from it)
     output_root: str = "outputs"
+    report: ReportConfig = field(default_factory=ReportConfig)
+    #: experiment tracker (conf/logger/: csv | mlflow | tensorboard), built with instantiate
+    logger: Any = None
+    #: Optuna search of ``cdrbench tune`` (conf/hparams_search/<method>.yaml); null = none
+    hparams_search: Any = None
 
 
 def _by_profile(profile: str, choices) -> Any:
@@ -200,6 +223,12 @@ def register_configs() -> None:
     # method.profile-dependent values: ${by_profile:${method.profile},{paper: X, refcode: Y}}
     if not OmegaConf.has_resolver("by_profile"):
         OmegaConf.register_new_resolver("by_profile", _by_profile)
+    # a value chosen by another value (e.g. per method in a preset that sweeps methods):
+    # ${cdrbench.by_key:${method.name},{bignas: 20},100} -> 20 for bignas, 100 otherwise
+    if not OmegaConf.has_resolver("cdrbench.by_key"):
+        OmegaConf.register_new_resolver(
+            "cdrbench.by_key", lambda key, choices, default: choices[key] if key in choices else default
+        )
     # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
     if not OmegaConf.has_resolver("cdrbench.default_loss"):
         OmegaConf.register_new_resolver(

@@ -22,7 +22,7 @@ How the three papers fit:
 
 * **BiGNAS** — one selecting phase; ``train_epoch`` runs the inner steps and, every
   ``outer_every`` iterations, the implicit-gradient outer step of the importance perceptron.
-  Scores with :meth:`predict_ctr`.
+  Scores with :meth:`predict_ctr` (and ranks target items with the same head, :meth:`score_users`).
 * **HAGO** — a ``pretrain`` phase (``select=False``, fixed epochs of graph contrastive learning),
   then a selecting ``tune`` phase (prompt tuning). Scores with :meth:`score_users`.
 * **PCRec** — a ``pretrain`` phase on the source graph, an initialisation step in

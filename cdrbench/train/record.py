@@ -42,6 +42,7 @@ NON_SEMANTIC_KEYS = (
     "trainer.resume", "trainer.resume_from", "trainer.progress", "trainer.save_last",
     "trainer.artifact_cache", "trainer.artifact_dir",
     "data.root", "data.cache_dir", "data.download",
+    "trainer.skip_finished", "report", "logger", "hparams_search",
 )
 
 
@@ -185,6 +186,23 @@ def metrics_frame(results: dict) -> pd.DataFrame:
     rows += [{"split": "test", "metric": key, "value": value}
              for key, value in (results.get("relaimpr") or {}).items() if isinstance(value, (int, float))]
     return pd.DataFrame(rows, columns=["split", "metric", "value"])
+
+
+def find_finished(roots, config_hash_value: str, seed: int) -> Optional[Path]:
+    """A run directory under any of ``roots`` whose results.json has this config hash and seed
+    (the most recent one), or None."""
+    found = []
+    for root in dict.fromkeys(Path(r).resolve() for r in roots):
+        if not root.is_dir():
+            continue
+        for path in root.glob(f"**/{RESULTS}"):
+            try:
+                results = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if results.get("config_hash") == config_hash_value and results.get("seed") == seed:
+                found.append((path.stat().st_mtime, path.parent))
+    return max(found)[1] if found else None
 
 
 METRIC_ORDER = ("auc", "logloss", "gauc", "recall", "ndcg", "hr", "mrr", "map", "precision")

@@ -89,6 +89,7 @@ class Trainer:
         progress: progress-bar factory passed to the method.
         config_yaml: the resolved config, stored in checkpoints as plain YAML.
         log: where epoch summaries go.
+        on_epoch: called with each epoch's history row (experiment trackers).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class Trainer:
         progress: Optional[Progress] = None,
         config_yaml: str = "",
         log: Callable[[str], None] = print,
+        on_epoch: Optional[Callable[[dict], None]] = None,
     ):
         if eval_every < 1 or patience < 1 or max_epochs < 0:
             raise ValueError("trainer.eval_every and trainer.patience must be >= 1, trainer.max_epochs >= 0")
@@ -120,6 +122,7 @@ class Trainer:
         self.progress = progress or Progress(False)
         self.config_yaml = config_yaml
         self.log = log
+        self.on_epoch = on_epoch
         self.state = TrainerState()
         self._best_method_state: Optional[dict] = None
 
@@ -192,6 +195,8 @@ class Trainer:
             if phase.select and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == max_epochs):
                 stop = self._validate(phase, epoch, row)
             self.state.history.append(row)
+            if self.on_epoch is not None:
+                self.on_epoch(row)
             self.state.epoch = epoch + 1
             self.log(_epoch_line(row, self.monitor))
             self.write_history()

@@ -189,7 +189,7 @@ class BiGNAS(Method):
         model, arch, perceptor, train, bilevel: option groups (see the dataclasses above).
     """
 
-    tasks = frozenset({"ctr"})
+    tasks = frozenset({"ctr", "topn"})
     uses_source_by_default = True
 
     def __init__(
@@ -527,13 +527,38 @@ class BiGNAS(Method):
     # ------------------------------------------------------------------ scoring
     def prepare_scoring(self) -> None:
         _, self._cache = self.model(self.g_s, self.g_t)
+        self._head_halves = None
 
     def clear_scoring(self) -> None:
         self._cache = None
+        self._head_halves = None
+
+    def _first_layer_halves(self) -> tuple[Tensor, Tensor]:
+        """User and item halves of the target head's first layer for every user and item,
+        computed once per evaluation (so scores do not depend on how users are chunked)."""
+        if getattr(self, "_head_halves", None) is None:
+            reps, first = self._cache, self.heads[TARGET].net[0]
+            half = reps.shape[1]
+            users, items = reps[: self.num_users], reps[self.num_users :]
+            self._head_halves = (users @ first.weight[:, :half].T, items @ first.weight[:, half:].T + first.bias)
+        return self._head_halves
 
     def predict_ctr(self, users: Tensor, items: Tensor) -> Tensor:
         reps = pair_repr(self._cache, users.to(self.device), items.to(self.device), self.num_users)
         return torch.sigmoid(self.heads[TARGET](reps))
+
+    def score_users(self, users: Tensor) -> Tensor:
+        r"""Logits of the target CTR head for every target item, ``[len(users), I_t]`` (top-N).
+
+        The head's first layer acts on :math:`h_u \| h_v`, so it splits into a user half and an
+        item half, :math:`W[h_u \| h_v] + b = W_u h_u + (W_v h_v + b)`: both halves are computed
+        once per evaluation, and the rest of the head runs on one user's row of items at a time
+        (a fixed shape, so a user's scores are bit-identical however the evaluator chunks users).
+        The logit orders items exactly as the click probability :meth:`predict_ctr` does."""
+        rest = self.heads[TARGET].net[1:]
+        all_users, item_part = self._first_layer_halves()
+        rows = [rest(all_users[u] + item_part).squeeze(-1) for u in users.tolist()]
+        return torch.stack(rows) if rows else item_part.new_zeros((0, item_part.shape[0]))
 
     # ------------------------------------------------------------------ interpretability
     def importance_table(self) -> Optional[pd.DataFrame]:
