@@ -109,9 +109,13 @@ class CrossTowers(torch.nn.Module):
         d = user_t.shape[1]
 
         def first(layer: torch.nn.Linear, users: Tensor, items: Tensor, bias: bool = True) -> Tensor:
+            # W [x_u || x_i] + b = W_u x_u + (W_i x_i + b): the bias joins the small item part,
+            # so the [C, I, h] grid is written once
             w = layer.weight
-            out = (users @ w[:, :d].T).unsqueeze(1) + (items @ w[:, d:].T).unsqueeze(0)
-            return out + layer.bias if bias and layer.bias is not None else out
+            item_part = items @ w[:, d:].T
+            if bias and layer.bias is not None:
+                item_part = item_part + layer.bias
+            return (users @ w[:, :d].T).unsqueeze(1) + item_part.unsqueeze(0)
 
         t = first(self.target_layers[0], user_t, item_t)
         s = None
@@ -119,13 +123,13 @@ class CrossTowers(torch.nn.Module):
             s = first(self.source_layers[0], user_s, item_s)
             mask = cross.to(t.dtype).view(-1, 1, 1)
             s, t = s + mask * first(self.cross[0], user_t, item_t, False), t + mask * first(self.cross[0], user_s, item_s, False)
-            s = F.relu(s)
-        t = F.relu(t)
+            s = s.relu_()
+        t = t.relu_()  # in place: the grid is the largest tensor of an evaluation
         shape = t.shape[:2]
         t = t.reshape(-1, t.shape[-1])
         if s is None:
             for w_t in self.target_layers[1:]:
-                t = F.relu(w_t(t))
+                t = w_t(t).relu_()
         else:
             s = s.reshape(-1, s.shape[-1])
             flat = mask.expand(*shape, 1).reshape(-1, 1)
