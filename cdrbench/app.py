@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cdrbench.config import Config, DataConfig
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.data.prepare import compare_with_expected, prepare
-from cdrbench.errors import ConfigError
+from cdrbench.errors import CdrbenchError, ConfigError
 from cdrbench.eval.ctr import rela_impr_auc, rela_impr_logloss
 from cdrbench.eval.evaluator import Evaluator
 from cdrbench.methods.base import Method
@@ -129,7 +129,9 @@ def build_method(cfg: DictConfig) -> tuple[str, Method]:
     try:
         method = instantiate(params, _convert_="all")
     except Exception as error:
-        raise ConfigError(f"method '{name}': {error}") from error
+        # a constructor's own ConfigError already names the key: show it without Hydra's wrapper
+        cause = error.__cause__ if isinstance(error.__cause__, CdrbenchError) else error
+        raise ConfigError(f"method '{name}': {cause}") from error
     return name, method
 
 

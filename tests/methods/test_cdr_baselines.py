@@ -374,3 +374,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data_root, tmp_path
     if method == "emcdr":
         assert history["phase"].tolist() == ["source"] * 2 + ["target"] * 2 + ["map"] * 2
     assert json.loads((tmp_path / "resumed" / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_bad_option_from_the_command_line_is_one_line_naming_the_key(data_root):
+    with pytest.raises(ConfigError) as caught:
+        build_method(configure(data_root, "cmf", "method.reg_form=l1"))
+    assert str(caught.value) == "method 'cmf': method.reg_form='l1' is not one of ['squared_half', 'frobenius']"
