@@ -301,6 +301,17 @@ def test_xsimgcl_clean_pass_is_lightgcn_over_layers_one_to_l(data_root):
     torch.testing.assert_close(torch.cat([view_u, view_i]), x1)
 
 
+def test_xsimgcl_infonce_of_orthogonal_identical_views_is_the_closed_form():
+    """Identical, mutually orthogonal unit views: each row's positive similarity is 1, every
+    in-batch negative 0, so the loss is -log(e^(1/tau) / (e^(1/tau) + B - 1))."""
+    from cdrbench.models.losses import info_nce
+
+    batch, tau = 5, 0.15
+    views = torch.eye(batch, 8, dtype=torch.float64)
+    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + batch - 1))
+    assert float(info_nce(views, views, tau, intra_view_negatives=False)) == pytest.approx(expected, rel=1e-6)
+
+
 def test_xsimgcl_contrastive_term_uses_unique_batch_nodes(data_root):
     method, _ = make(data_root, "xsimgcl")
     views = method.encoder.perturbed(method.graph)
