@@ -2,7 +2,7 @@
 protocols, several seeds: runs what is missing (one run at a time, each its own process) and
 prints the tables (test metrics, mean ± sample std over seeds).
 
-    python scripts/cdr_baselines.py --root ../shared/data --seeds 0 1 2
+    python scripts/cdr_baselines.py --root ../shared/data --seeds 0 1 2 --cap bitgcf=100
     python scripts/cdr_baselines.py --table-only          # just collect what has finished
 
 HAGO protocol: ``data=douban-dtcdr-hago`` (rating >= 3, 5-core, 80/10/10), @10 metrics, selection
@@ -37,14 +37,16 @@ def run_dir(out: Path, protocol: str, method: str, seed: int) -> Path:
 
 def run_missing(args) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    for protocol in args.protocols:
-        for seed in args.seeds:
+    caps = dict(cap.split("=") for cap in args.cap)
+    for seed in args.seeds:
+        for protocol in args.protocols:
             for method in args.methods:
                 directory = run_dir(args.out, protocol, method, seed)
                 if (directory / "results.json").is_file():
                     continue
+                max_epochs = int(caps.get(method, args.max_epochs))
                 command = [sys.executable, "-m", "cdrbench", f"method={method}", *PROTOCOLS[protocol]["overrides"],
-                           f"data.root={args.root}", f"seed={seed}", f"trainer.max_epochs={args.max_epochs}",
+                           f"data.root={args.root}", f"seed={seed}", f"trainer.max_epochs={max_epochs}",
                            "trainer.progress=false", f"output_root={args.out}", f"hydra.run.dir={directory}"]
                 print(f"[{protocol}] {method} seed {seed}: {' '.join(command[2:])}", flush=True)
                 directory.mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--max-epochs", type=int, default=100, help="trainer.max_epochs (per phase for EMCDR)")
+    parser.add_argument("--cap", nargs="*", default=[], metavar="METHOD=EPOCHS",
+                        help="a smaller trainer.max_epochs for some methods (CPU time)")
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of each run")
     parser.add_argument("--table-only", action="store_true", help="collect finished runs, run nothing")
     args = parser.parse_args()
