@@ -261,7 +261,7 @@ def test_bitgcf_transfer_mixes_exactly_the_overlapping_rows():
 
 def test_bitgcf_source_reaches_only_overlapping_users_target_rows(data_root):
     method, view = make(data_root, "bitgcf", "method.num_layers=1", "method.dropout=0.0")
-    encoder, u = method.model, view.num_users
+    encoder = method.model
     encoder.eval()
     with torch.no_grad():
         (_, _), (users_a, items_a) = encoder(method.adj_source, method.adj_target)

@@ -47,10 +47,8 @@ state.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
