@@ -234,6 +234,12 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver(
             "cdrbench.default_loss", lambda tasks: "bce" if list(tasks) == ["ctr"] else "bpr"
         )
+    # ${cdrbench.ctr_only:${eval.tasks},A,B}: A when only CTR is evaluated, else B (the
+    # cross-domain baselines train on the click labels then, else on sampled negatives)
+    if not OmegaConf.has_resolver("cdrbench.ctr_only"):
+        OmegaConf.register_new_resolver(
+            "cdrbench.ctr_only", lambda tasks, if_ctr, otherwise: if_ctr if list(tasks) == ["ctr"] else otherwise
+        )
 
 
 def compose(overrides: Optional[List[str]] = None, config_dir: Optional[str] = None) -> DictConfig:

@@ -104,6 +104,12 @@ class Method(abc.ABC):
     def train_epoch(self, phase: Phase, epoch: int, progress: Progress) -> dict[str, float]:
         """One epoch; returns scalar statistics for history.csv (e.g. ``{"loss": ...}``)."""
 
+    def phase_finished(self, phase: Phase) -> bool:
+        """Asked after every epoch: ``True`` ends ``phase`` there. For a phase the method stops on
+        its own criterion (EMCDR's source phase stops on a source-domain holdout, which the
+        target-domain evaluator cannot score); selecting phases stop on ``trainer.patience``."""
+        return False
+
     # ------------------------------------------------------------------ scoring
     @contextlib.contextmanager
     def evaluation(self) -> Iterator[None]:

@@ -1,4 +1,5 @@
-"""Samplers shared by the methods: uniform negatives and one epoch of BPR triples.
+"""Samplers shared by the methods: uniform negatives, one epoch of BPR triples, one epoch of
+pointwise (label 1 / sampled label 0) rows.
 
 Every BPR-trained method (the single-domain baselines, HAGO's prompt tuning, PCRec's fine-tuning,
 the cross-domain baselines) draws its negatives here, from its own seeded ``torch.Generator``,
@@ -63,3 +64,24 @@ def bpr_triples(users: Tensor, items: Tensor, sampler: NegativeSampler, batch_si
         u = users[batch].repeat(num_negatives)
         i = items[batch].repeat(num_negatives)
         yield u, i, sampler.sample(u, i)
+
+
+def pointwise_batches(users: Tensor, items: Tensor, sampler: NegativeSampler, batch_size: int,
+                      generator: torch.Generator, num_negatives: int = 1,
+                      order: Optional[Tensor] = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """One epoch of ``(users, items, labels)`` batches for pointwise (BCE/MSE) training on implicit
+    positives, as RecBole's ``TrainDataLoader`` builds them with ``neg_sampling: {uniform: N}``:
+    a batch holds ``batch_size`` rows in all, ``batch_size // (1 + N)`` positives (label 1) followed
+    by ``N`` uniform negatives of each positive's user (label 0). ``order`` (default: a random
+    permutation) says which positives come in which batch; it may repeat positions, e.g. to cycle
+    a shorter domain alongside a longer one. Batches are drawn lazily (the generator advances
+    batch by batch)."""
+    if order is None:
+        order = torch.randperm(len(users), generator=generator)
+    positives_per_batch = max(batch_size // (1 + num_negatives), 1)
+    for batch in order.split(positives_per_batch):
+        u, i = users[batch], items[batch]
+        neg_users = u.repeat(num_negatives)
+        neg_items = sampler.sample(neg_users, i.repeat(num_negatives))
+        labels = torch.cat([torch.ones(len(u)), torch.zeros(len(neg_users))])
+        yield torch.cat([u, neg_users]), torch.cat([i, neg_items]), labels

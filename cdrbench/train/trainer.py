@@ -194,6 +194,7 @@ class Trainer:
             stop = False
             if phase.select and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == max_epochs):
                 stop = self._validate(phase, epoch, row)
+            stop = stop or self.method.phase_finished(phase)
             self.state.history.append(row)
             if self.on_epoch is not None:
                 self.on_epoch(row)

@@ -76,3 +76,17 @@ def test_end_phase_runs_after_a_resume_inside_the_phase(tmp_path):
     trainer.restore(load_checkpoint(tmp_path / LAST))
     trainer.fit()
     assert resumed.calls == [("pretrain", 2), ("end", "pretrain"), ("start", "tune"), ("tune", 0), ("tune", 1), ("end", "tune")]
+
+
+def test_a_method_can_end_a_phase_on_its_own_criterion(tmp_path):
+    """Method.phase_finished ends an unselected phase early (EMCDR's source-holdout stop); the
+    next phase still runs in full."""
+
+    class StopsPretrainAfterTwo(_Recorder):
+        def phase_finished(self, phase):
+            return phase.name == "pretrain" and self.calls[-1] == ("pretrain", 1)
+
+    method = StopsPretrainAfterTwo(pretrain_epochs=5)
+    _trainer(method, tmp_path).fit()
+    assert method.calls == [("start", "pretrain"), ("pretrain", 0), ("pretrain", 1), ("end", "pretrain"),
+                            ("start", "tune"), ("tune", 0), ("tune", 1), ("end", "tune")]
