@@ -390,4 +390,4 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data_root, tmp_path
 def test_a_bad_option_from_the_command_line_is_one_line_naming_the_key(data_root):
     with pytest.raises(ConfigError) as caught:
         build_method(configure(data_root, "cmf", "method.reg_form=l1"))
-    assert str(caught.value) == "method 'cmf': method.reg_form='l1' is not one of ['squared_half', 'frobenius']"
+    assert str(caught.value) == "method.reg_form='l1' is not one of ['squared_half', 'frobenius']"
