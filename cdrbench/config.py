@@ -100,6 +100,10 @@ class TrainerConfig:
     patience: int = 10
     #: no early stop before this epoch (LightGCN's validation dips early)
     min_epochs: int = 0
+    #: strict = only a better value improves, stop after ``patience`` evaluations without one;
+    #: recbole = RecBole's early_stopping(): a value >= the best improves (a tie moves the best
+    #: to the later epoch) and training stops after *more than* ``patience`` (= stopping_step)
+    stopping_rule: str = "strict"
     #: validation metric for model selection, e.g. auc | logloss | ndcg@20 | recall@20;
     #: null = auc when eval.tasks starts with ctr, else ndcg@20 (ndcg at the largest K <= 20)
     monitor: Optional[str] = None

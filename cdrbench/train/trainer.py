@@ -10,12 +10,14 @@ from typing import Callable, Optional
 
 import torch
 
+from cdrbench.errors import ConfigError
 from cdrbench.eval.evaluator import Evaluator, monitor_value
 from cdrbench.methods.base import Method
 from cdrbench.train.runtime import Progress, atomic_save, global_rng_state, set_global_rng_state
 
 LAST = "last.pt"
 BEST = "best.pt"
+STOPPING_RULES = ("strict", "recbole")
 
 
 @dataclass
@@ -60,13 +62,16 @@ class Trainer:
         run_dir: where ``last.pt`` / ``best.pt`` go.
         max_epochs: epochs of a selecting phase that does not set its own.
         eval_every: validate every N epochs (and after a phase's last epoch).
-        patience: evaluations without strict improvement before stopping.
+        patience: evaluations without improvement before stopping (see ``stopping_rule``).
         min_epochs: never stop early before this many epochs of the phase.
         monitor: validation metric; ``logloss`` is minimised, everything else maximised.
         save_last: write ``last.pt`` after every epoch (needed for resume).
         progress: progress-bar factory passed to the method.
         config_yaml: the resolved config, stored in checkpoints as plain YAML.
         log: where epoch summaries go.
+        stopping_rule: ``strict`` (a tie keeps the earlier best; stop after ``patience``
+            evaluations without improvement) or ``recbole`` (RecBole's ``early_stopping``: a value
+            >= the best counts as an improvement; stop after more than ``patience``).
     """
 
     def __init__(
@@ -83,9 +88,13 @@ class Trainer:
         progress: Optional[Progress] = None,
         config_yaml: str = "",
         log: Callable[[str], None] = print,
+        stopping_rule: str = "strict",
     ):
         if eval_every < 1 or patience < 1 or max_epochs < 0:
             raise ValueError("trainer.eval_every and trainer.patience must be >= 1, trainer.max_epochs >= 0")
+        if stopping_rule not in STOPPING_RULES:
+            raise ConfigError(f"trainer.stopping_rule={stopping_rule!r} is not one of {list(STOPPING_RULES)}")
+        self.stopping_rule = stopping_rule
         self.method = method
         self.evaluator = evaluator
         self.run_dir = Path(run_dir)
@@ -178,7 +187,9 @@ class Trainer:
         row.update({f"valid_{k}": v for k, v in result.metrics.items()})
         row["eval_seconds"] = result.seconds
         score = monitor_value(result.metrics, self.monitor)
-        if self.state.best_score is None or score > self.state.best_score:  # strict: a tie keeps the old best
+        best = self.state.best_score
+        ties_improve = self.stopping_rule == "recbole"
+        if best is None or score > best or (ties_improve and score == best):
             self.state.best_score = score
             self.state.best_epoch = epoch
             self.state.best_metrics = dict(result.metrics)
@@ -187,7 +198,8 @@ class Trainer:
             self._save_best(phase.name)
         else:
             self.state.bad_evaluations += 1
-        return self.state.bad_evaluations >= self.patience and epoch + 1 >= self.min_epochs
+        limit = self.patience + 1 if self.stopping_rule == "recbole" else self.patience
+        return self.state.bad_evaluations >= limit and epoch + 1 >= self.min_epochs
 
 
 def _epoch_line(row: dict, monitor: str) -> str:
