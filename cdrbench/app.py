@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cdrbench.config import Config, DataConfig
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.data.prepare import compare_with_expected, prepare
-from cdrbench.errors import ConfigError
+from cdrbench.errors import CdrbenchError, ConfigError
 from cdrbench.eval.ctr import rela_impr_auc, rela_impr_logloss
 from cdrbench.eval.evaluator import Evaluator
 from cdrbench.methods.base import Method
@@ -129,14 +129,23 @@ def build_method(cfg: DictConfig) -> tuple[str, Method]:
     try:
         method = instantiate(params, _convert_="all")
     except Exception as error:
+        if isinstance(error.__cause__, CdrbenchError):  # the constructor's own message names the key
+            raise error.__cause__ from None
         raise ConfigError(f"method '{name}': {error}") from error
     return name, method
 
 
-def data_view(data: CrossDomainData, use_source: Optional[bool], method: Method, name: str) -> CrossDomainData:
+def check_source_domains(data_cfg: DataConfig, method: Method, name: str) -> None:
+    """A method that trains on source domains needs some: checked before the data is prepared."""
+    use = method.uses_source_by_default if data_cfg.use_source is None else data_cfg.use_source
+    if use and not data_cfg.source:
+        raise ConfigError(f"method '{name}' trains on source domains, but data '{data_cfg.name}' has none "
+                          "(data.source is empty)")
+
+
+def data_view(data: CrossDomainData, use_source: Optional[bool], method: Method) -> CrossDomainData:
+    """The domains the method trains on (:func:`check_source_domains` ran before preparing)."""
     use = method.uses_source_by_default if use_source is None else use_source
-    if use and not data.source_domains:
-        raise ConfigError(f"method '{name}' trains on source domains, but data '{data.name}' has none")
     return data if use else data.target_only()
 
 
@@ -153,6 +162,14 @@ def relaimpr_against(test_metrics: dict, baseline_dir: Path) -> dict:
             raise ConfigError(f"eval.baseline_run: {metric} is missing or undefined in this run or in {path}")
         out[f"relaimpr_{metric}"] = formula(ours, theirs)
     return out
+
+
+def seconds_per_epoch_by_phase(history: list[dict]) -> dict[str, float]:
+    """Mean training seconds per epoch of each phase (e.g. HAGO's pretrain and tune)."""
+    frame = pd.DataFrame(history)
+    if frame.empty:
+        return {}
+    return {str(k): float(v) for k, v in frame.groupby("phase", sort=False)["train_seconds"].mean().items()}
 
 
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
@@ -191,15 +208,16 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: str, resume_dir, started: float) -> dict:
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
+    name, method = build_method(cfg)  # option errors surface before any data is prepared
+    check_source_domains(data_config(cfg), method, name)
     data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
     device = resolve_device(trainer_cfg.device)
     seed_everything(seed, trainer_cfg.deterministic)
-    name, method = build_method(cfg)
     tasks = list(eval_cfg.tasks)
     missing = [t for t in tasks if t not in method.tasks]
     if missing:
         raise ConfigError(f"method '{name}' cannot be evaluated on {missing} (it supports {sorted(method.tasks)})")
-    view = data_view(data, data_cfg.use_source, method, name)
+    view = data_view(data, data_cfg.use_source, method)
     evaluator = Evaluator(
         view, tasks=tasks, ks=list(eval_cfg.ks), map_denominator=eval_cfg.map_denominator,
         chunk_size=eval_cfg.chunk_size, max_chunk_bytes=eval_cfg.max_chunk_bytes, gauc=eval_cfg.gauc,
@@ -213,6 +231,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         method, evaluator, run_dir, max_epochs=trainer_cfg.max_epochs, eval_every=trainer_cfg.eval_every,
         patience=trainer_cfg.patience, min_epochs=trainer_cfg.min_epochs, monitor=monitor,
         save_last=trainer_cfg.save_last, progress=Progress(trainer_cfg.progress), config_yaml=config_yaml,
+        stopping_rule=trainer_cfg.stopping_rule,
     )
     if resume_dir is not None:
         trainer.restore(load_checkpoint(resume_dir / LAST))
@@ -253,7 +272,8 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         "test": test.metrics,
         "notes": {**{f"valid_{k}": v for k, v in valid.notes.items()}, **{f"test_{k}": v for k, v in test.notes.items()}},
         "seconds": {"total": time.perf_counter() - started, "train": train_seconds,
-                    "per_epoch": seconds_per_epoch, "eval_test": test.seconds},
+                    "per_epoch": seconds_per_epoch, "per_epoch_by_phase": seconds_per_epoch_by_phase(epochs_run),
+                    "eval_test": test.seconds},
         "memory": peak_memory_bytes(device),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "num_parameters": method.num_parameters(),
