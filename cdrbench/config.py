@@ -89,6 +89,14 @@ class DataConfig:
     use_source: Optional[bool] = None
     #: paper statistics to compare with: domain -> {users, items, interactions}
     expected: Optional[Dict[str, Dict[str, int]]] = None
+    #: how the source domains are filtered: per_domain (each its own k-core, then merged; HAGO's
+    #: paper) | merged (the sources concatenated and k-cored as one data set; HAGO's code)
+    source_filter: str = "per_domain"
+    #: item tokens across domains (items of different domains are never one item in cdrbench):
+    #: null = raw tokens, not checked; false = raw tokens, and preparation stops if a token occurs
+    #: in two domains (code that matches raw tokens, like HAGO's, would merge them: choose
+    #: explicitly); true = tokens prefixed with their domain ("movie:1234")
+    namespace_item_tokens: Optional[bool] = None
 
 
 @dataclass

@@ -5,9 +5,13 @@ The steps run in this order, each a named function below (``data.*`` keys in bra
 1. ``drop_missing_ids``      rows without a user or item token are dropped
 2. ``deduplicate``           repeated (user, item) pairs per domain          [dedup]
 3. ``filter_min_rating``     keep rating >= threshold (implicit positives)    [min_rating]
-4. ``kcore_filter``          per-domain iterative k-core, then one-pass filters
+   ``resolve_item_tokens``   item tokens prefixed with their domain, or checked for
+                             tokens shared by two domains              [namespace_item_tokens]
+4. ``kcore_filter``          per-domain iterative k-core, then one-pass filters (or on the
+                             source domains concatenated, ``source_filter=merged``)
                                                                 [domains.<d>.kcore, kcore_mode,
-                                                                 min_user/item_interactions]
+                                                                 min_user/item_interactions,
+                                                                 source_filter]
 5. ``select_users``          all users, or users common to every domain        [users]
    ``drop_sparse_target_users``  users with too few target rows leave every domain
                                                                 [min_target_interactions]
@@ -58,6 +62,7 @@ DEDUP_POLICIES = ("keep", "first", "last")
 USER_POLICIES = ("all", "common")
 SORT_POLICIES = ("stable", "unstable_refcode")
 KCORE_MODES = ("bipartite", "user_only")
+SOURCE_FILTERS = ("per_domain", "merged")
 
 
 # ---------------------------------------------------------------------------- steps
@@ -123,6 +128,59 @@ def min_count_filter(frame: pd.DataFrame, min_user: int, min_item: int) -> pd.Da
     if min_item > 0:
         frame = frame[frame.groupby("item")["item"].transform("size") >= min_item]
     return frame
+
+
+def item_token_collisions(frames: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Item tokens that occur in more than one domain: token -> the domains it occurs in."""
+    seen: dict[str, list[str]] = {}
+    for domain, frame in frames.items():
+        for token in pd.unique(frame["item"].astype(str)):
+            seen.setdefault(token, []).append(domain)
+    return {token: domains for token, domains in seen.items() if len(domains) > 1}
+
+
+def resolve_item_tokens(frames: dict[str, pd.DataFrame], namespace: Optional[bool]) -> dict[str, pd.DataFrame]:
+    """``data.namespace_item_tokens``: ``true`` prefixes every item token with its domain; ``false``
+    keeps raw tokens but stops when one occurs in two domains (code that matches raw tokens across
+    domains, like HAGO's, would silently merge those items); ``null`` keeps raw tokens unchecked
+    (cdrbench never merges items of different domains)."""
+    if namespace is None:
+        return frames
+    if namespace:
+        return {d: f.assign(item=d + ":" + f["item"].astype(str)) for d, f in frames.items()}
+    collisions = item_token_collisions(frames)
+    if collisions:
+        examples = ", ".join(f"{t!r} ({'/'.join(d)})" for t, d in list(collisions.items())[:5])
+        raise ConfigError(
+            f"data.namespace_item_tokens=false, but {len(collisions)} item tokens occur in more than one domain "
+            f"(e.g. {examples}); code that matches raw tokens would merge them into one item. Choose explicitly: "
+            "data.namespace_item_tokens=true keeps them apart (tokens become '<domain>:<token>'), "
+            "data.namespace_item_tokens=null keeps raw tokens without this check"
+        )
+    return frames
+
+
+def filter_domain(frame: pd.DataFrame, spec, cfg, domain: str, kcore: bool = True) -> pd.DataFrame:
+    """Steps 2-4 on one domain (the k-core and one-pass filters only with ``kcore``)."""
+    frame = deduplicate(frame, cfg.dedup)
+    frame = filter_min_rating(frame, cfg.min_rating, domain)
+    if kcore:
+        frame = kcore_filter(frame, spec.kcore, spec.kcore_mode)
+        frame = min_count_filter(frame, spec.min_user_interactions, spec.min_item_interactions)
+    return frame
+
+
+def kcore_merged(frames: dict[str, pd.DataFrame], spec) -> dict[str, pd.DataFrame]:
+    """``data.source_filter=merged``: the k-core and one-pass filters of ``spec`` on the
+    concatenated source domains as one data set (users count rows across domains; an item is
+    its domain and token, so items of two domains never merge here)."""
+    domains = list(frames)
+    merged = pd.concat([frames[d] for d in domains], ignore_index=True)
+    keyed = merged.assign(item=merged["domain"].astype(str) + "\x1f" + merged["item"].astype(str))
+    keyed = kcore_filter(keyed, spec.kcore, spec.kcore_mode)
+    keyed = min_count_filter(keyed, spec.min_user_interactions, spec.min_item_interactions)
+    kept = merged.loc[keyed.index]
+    return {d: kept[kept["domain"] == d] for d in domains}
 
 
 def select_users(frames: dict[str, pd.DataFrame], policy: str) -> dict[str, pd.DataFrame]:
@@ -231,7 +289,16 @@ def validate_options(cfg) -> None:
     unused = set(cfg.domains) - set(cfg.source) - {cfg.target}
     if unused:
         raise ConfigError(f"data.domains has domains that are neither source nor target: {sorted(unused)}")
+    if cfg.source_filter == "merged" and len(cfg.source) > 1:
+        specs = {d: {k: getattr(cfg.domains[d], k) for k in ("kcore", "kcore_mode", "min_user_interactions",
+                                                              "min_item_interactions")} for d in cfg.source}
+        if len({json.dumps(v, sort_keys=True) for v in specs.values()}) > 1:
+            raise ConfigError(
+                "data.source_filter=merged filters the source domains as one data set: their kcore, kcore_mode, "
+                f"min_user_interactions and min_item_interactions must agree (data.domains: {specs})"
+            )
     checks = [
+        ("data.source_filter", cfg.source_filter, SOURCE_FILTERS),
         ("data.dedup", cfg.dedup, DEDUP_POLICIES),
         ("data.users", cfg.users, USER_POLICIES),
         ("data.sort", cfg.sort, SORT_POLICIES),
@@ -262,15 +329,14 @@ def preprocess(raw: dict[str, pd.DataFrame], cfg, log: Log = print) -> tuple[Cro
         frame["file_pos"] = np.arange(len(frame))
         frames[domain] = frame
     record("read", frames)
+    frames = resolve_item_tokens({d: drop_missing_ids(f) for d, f in frames.items()}, cfg.namespace_item_tokens)
 
+    merged = cfg.source_filter == "merged" and len(cfg.source) > 1
     for domain in domains:
-        spec = cfg.domains[domain]
-        frame = drop_missing_ids(frames[domain])
-        frame = deduplicate(frame, cfg.dedup)
-        frame = filter_min_rating(frame, cfg.min_rating, domain)
-        frame = kcore_filter(frame, spec.kcore, spec.kcore_mode)
-        frame = min_count_filter(frame, spec.min_user_interactions, spec.min_item_interactions)
-        frames[domain] = frame
+        each_alone = not (merged and domain in cfg.source)
+        frames[domain] = filter_domain(frames[domain], cfg.domains[domain], cfg, domain, kcore=each_alone)
+    if merged:
+        frames.update(kcore_merged({d: frames[d] for d in cfg.source}, cfg.domains[cfg.source[0]]))
     record("filtered", frames)
 
     frames = select_users(frames, cfg.users)
