@@ -187,6 +187,9 @@ def register_configs() -> None:
     # method.profile-dependent values: ${by_profile:${method.profile},{paper: X, refcode: Y}}
     if not OmegaConf.has_resolver("by_profile"):
         OmegaConf.register_new_resolver("by_profile", _by_profile)
+    # a value looked up by key with a default: ${by_key:${data.name},{douban: costa},grace}
+    if not OmegaConf.has_resolver("by_key"):
+        OmegaConf.register_new_resolver("by_key", lambda key, choices, default: choices.get(key, default))
     # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
     if not OmegaConf.has_resolver("cdrbench.default_loss"):
         OmegaConf.register_new_resolver(
