@@ -273,3 +273,18 @@ def test_cli_bad_value_exits_2_with_one_line_naming_the_key(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "method.model.num_coords=0" in result.stderr and ">= 1" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "data").exists()  # before any data work
+
+
+@pytest.mark.parametrize("encoder, objective", [("gcn", "bgrl"), ("gat", "costa"), ("lightgcn", "bgrl")])
+def test_other_encoders_pretrain_then_tune_with_frozen_weights(tmp_path, encoder, objective):
+    _, _, method = make(tmp_path, f"method.encoder.name={encoder}", f"method.pretrain.method={objective}")
+    first = method.train_epoch(Phase("pretrain", select=False), 0, NO_STEP)
+    assert torch.isfinite(torch.tensor(first["loss"]))
+    method.start_phase(Phase("tune"))
+    encoder_before = {k: v.clone() for k, v in method.tuner.encoder.state_dict().items()}
+    method.train_epoch(Phase("tune"), 0, NO_STEP)
+    for key, value in method.tuner.encoder.state_dict().items():  # the pre-trained encoder stays frozen
+        assert torch.equal(value, encoder_before[key]), key
+    assert method.trainable_parameter_names() == ["inputs.user_prompt", "inputs.item_prompt"]
+    # BGRL keeps an EMA copy only of an encoder with weights
+    assert (method.pretrainer.target_encoder is not None) == (objective == "bgrl" and encoder != "lightgcn")
