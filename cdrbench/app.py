@@ -164,12 +164,12 @@ def relaimpr_against(test_metrics: dict, baseline_dir: Path) -> dict:
     return out
 
 
-def seconds_per_epoch_by_phase(history: list[dict]) -> dict[str, float]:
-    """Mean training seconds per epoch of each phase (e.g. HAGO's pretrain and tune)."""
+def by_phase(history: list[dict], column: str, how: str) -> dict[str, float]:
+    """``how`` (mean, max) of a history column within each phase (e.g. HAGO's pretrain and tune)."""
     frame = pd.DataFrame(history)
-    if frame.empty:
+    if frame.empty or column not in frame:
         return {}
-    return {str(k): float(v) for k, v in frame.groupby("phase", sort=False)["train_seconds"].mean().items()}
+    return {str(k): float(v) for k, v in frame.groupby("phase", sort=False)[column].agg(how).items()}
 
 
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
@@ -272,9 +272,9 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
         "test": test.metrics,
         "notes": {**{f"valid_{k}": v for k, v in valid.notes.items()}, **{f"test_{k}": v for k, v in test.notes.items()}},
         "seconds": {"total": time.perf_counter() - started, "train": train_seconds,
-                    "per_epoch": seconds_per_epoch, "per_epoch_by_phase": seconds_per_epoch_by_phase(epochs_run),
+                    "per_epoch": seconds_per_epoch, "per_epoch_by_phase": by_phase(epochs_run, "train_seconds", "mean"),
                     "eval_test": test.seconds},
-        "memory": peak_memory_bytes(device),
+        "memory": {**peak_memory_bytes(device), "peak_rss_mib_by_phase": by_phase(epochs_run, "peak_rss_mib", "max")},
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "num_parameters": method.num_parameters(),
         "data_cache_key": data.manifest.get("cache_key"),

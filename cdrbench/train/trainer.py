@@ -13,7 +13,7 @@ import torch
 from cdrbench.errors import ConfigError
 from cdrbench.eval.evaluator import Evaluator, monitor_value
 from cdrbench.methods.base import Method
-from cdrbench.train.runtime import Progress, atomic_save, global_rng_state, set_global_rng_state
+from cdrbench.train.runtime import Progress, atomic_save, global_rng_state, peak_memory_bytes, set_global_rng_state
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -168,7 +168,8 @@ class Trainer:
         for epoch in self.progress(epochs, total=len(epochs), desc=f"{phase.name} epochs", leave=True):
             started = time.perf_counter()
             stats = self.method.train_epoch(phase, epoch, self.progress)
-            row = {"phase": phase.name, "epoch": epoch, **stats, "train_seconds": time.perf_counter() - started}
+            row = {"phase": phase.name, "epoch": epoch, **stats, "train_seconds": time.perf_counter() - started,
+                   "peak_rss_mib": peak_memory_bytes(torch.device("cpu"))["peak_rss_bytes"] / 2**20}
             stop = False
             if phase.select and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == max_epochs):
                 stop = self._validate(phase, epoch, row)
