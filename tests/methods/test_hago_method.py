@@ -4,6 +4,7 @@ acceptance 2)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from cdrbench.app import build_method, build_readers, data_config, run_training
 from cdrbench.config import DataConfig, DomainConfig, SplitConfig, compose
@@ -118,22 +120,43 @@ def test_tuning_loss_is_bpr_plus_the_regulariser_of_eq7_by_hand():
 
 
 # ---------------------------------------------------------------------------- cache
-@pytest.mark.parametrize("override", [
-    "method.pretrain.epochs=3", "method.pretrain.lr=0.01", "method.pretrain.aug.edge_drop=0.2",
-    "method.pretrain.method=costa", "method.model.num_coords=3", "method.encoder.layer_combination=mean",
-    "method.coord.item_weight_source=user_coords_refcode", "method.variant=heter_go", "seed=1",
-    "data.domains.src.reader.interactions_per_user=9",
-])
-def test_pretraining_cache_key_changes_with_every_pretraining_option_and_the_data(tmp_path, override):
-    _, _, base = make(tmp_path)
-    _, _, other = make(tmp_path, override)
-    assert base.cache_parts() != other.cache_parts()
+PRETRAINING_OPTIONS = {
+    "method.pretrain.epochs": 3, "method.pretrain.lr": 0.01, "method.pretrain.aug.edge_drop": 0.2,
+    "method.pretrain.aug.feature_mask": 0.2, "method.pretrain.aug.edge_drop_symmetric": True,
+    "method.pretrain.batch_size": 64, "method.pretrain.tau": 0.2, "method.pretrain.method": "costa",
+    "method.pretrain.anchor_order": "mixed", "method.pretrain.pad_node": False, "method.model.num_coords": 3,
+    "method.model.embedding_dim": 16, "method.encoder.layer_combination": "mean", "method.encoder.num_layers": 3,
+    "method.encoder.name": "gcn", "method.coord.item_weight_source": "user_coords_refcode",
+    "method.coord.detach_node": False, "method.variant": "heter_go", "optimizer._target_": "torch.optim.AdamW",
+}
+
+
+def test_pretraining_cache_key_changes_with_every_pretraining_option_the_seed_and_the_data(tmp_path):
+    cfg, data, base = make(tmp_path)
+    keys = {json.dumps(base.cache_parts(), sort_keys=True)}
+    for key, value in PRETRAINING_OPTIONS.items():  # same data and seed, one option changed
+        changed = cfg.copy()
+        OmegaConf.update(changed, key, value)
+        _, other = build_method(changed)
+        other.data, other.seed = data, base.seed
+        keys.add(json.dumps(other.cache_parts(), sort_keys=True))
+        assert len(keys) == list(PRETRAINING_OPTIONS).index(key) + 2, key
+    reseeded = make(tmp_path, "seed=1")[2]
+    changed_data = make(tmp_path, "data.domains.src.reader.interactions_per_user=9")[2]
+    for other in (reseeded, changed_data):
+        assert other.cache_parts() != base.cache_parts()
 
 
 def test_pretraining_cache_ignores_tuning_options_and_a_hit_skips_pretraining_exactly(tmp_path):
-    _, _, base = make(tmp_path)
-    for override in ("method.tune.lr=0.5", "method.tune.reg_weight=0", "eval.ks=[5]", "trainer.patience=3"):
-        assert make(tmp_path, override)[2].cache_parts() == base.cache_parts(), override
+    cfg, data, base = make(tmp_path)
+    tuning = {"method.tune.lr": 0.5, "method.tune.reg_weight": 0.0, "method.tune.graph": "unified",
+              "method.tune.prompt_init": "zeros", "method.tune.max_epochs": 7, "method.save_embeddings": True}
+    for key, value in tuning.items():
+        changed = cfg.copy()
+        OmegaConf.update(changed, key, value)
+        _, other = build_method(changed)
+        other.data, other.seed = data, base.seed
+        assert other.cache_parts() == base.cache_parts(), key
     first = run(tmp_path, "first")
     second = run(tmp_path, "second")
     history = pd.read_csv(tmp_path / "second" / "history.csv")
@@ -266,6 +289,7 @@ def test_data_without_source_or_target_training_rows_is_refused_before_training(
     assert not (tmp_path / "empty" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_value_exits_2_with_one_line_naming_the_key(tmp_path):
     env = {**os.environ, "CDRBENCH_DATA": str(tmp_path / "data"), "HYDRA_FULL_ERROR": "0"}
     result = subprocess.run([sys.executable, "-m", "cdrbench", "method=hago", "method.model.num_coords=0",
