@@ -214,3 +214,18 @@ def test_gcn_equals_pyg_gcnconv_with_edge_weights():
     reference = conv2(torch.relu(conv1(x, edge_index, w)), edge_index, w)
     torch.testing.assert_close(ours, reference)
     assert isinstance(conv1, GCNConv)
+
+
+def test_unified_propagation_equals_pyg_lgconv_on_the_edge_list_with_adaptive_weights():
+    """The reference code's path: the same weighted edges through two PyG LGConv(normalize=True)."""
+    from torch_geometric.nn import LGConv
+
+    torch.manual_seed(3)
+    layout, graph, _ = tiny(k=2)
+    coords = HeterogeneousGraphCoordinators(layout.num_coords, 4)
+    x = torch.randn(layout.num_nodes, 4)
+    weight = graph.weights(coords.pair_weights(graph, x[: layout.coord_start])).detach()
+    ours = LightGCN(2)(x, WeightedGraph(graph.pattern, weight))
+    edge_index = torch.stack([graph.pattern.col, graph.pattern.row])
+    conv = LGConv(normalize=True)
+    torch.testing.assert_close(ours, conv(conv(x, edge_index, weight), edge_index, weight))
