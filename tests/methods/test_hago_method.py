@@ -312,3 +312,28 @@ def test_other_encoders_pretrain_then_tune_with_frozen_weights(tmp_path, encoder
     assert method.trainable_parameter_names() == ["inputs.user_prompt", "inputs.item_prompt"]
     # BGRL keeps an EMA copy only of an encoder with weights
     assert (method.pretrainer.target_encoder is not None) == (objective == "bgrl" and encoder != "lightgcn")
+
+
+def test_real_douban_pair_builds_the_unified_graph_of_its_training_rows(tmp_path):
+    from tests.conftest import shared_path
+
+    root = shared_path("douban-dtcdr").parent
+    cfg = compose(["method=hago", "data=douban-dtcdr-hago", f"data.root={root}", f"data.cache_dir={tmp_path}"])
+    data_cfg = data_config(cfg)
+    data = prepare(data_cfg, build_readers(data_cfg), progress=False, log=lambda _: None)
+    _, method = build_method(cfg)
+    method.setup(data, torch.device("cpu"), seed=0)
+    graph = method.pretrainer.parts[0].graph
+    layout = method.pretrainer.layout
+    pairs, members = 0, 0
+    for domain in data.domains:
+        rows = data.train(domain)  # the target's training rows only
+        pairs += len(set(zip(rows.user.tolist(), rows.item.tolist())))
+        members += len(set(rows.user.tolist())) + len(set(rows.item.tolist()))
+    node_entries = (graph.pattern.row < layout.coord_start) & (graph.pattern.col < layout.coord_start)
+    assert int(node_entries.sum()) == 2 * pairs  # R in both directions, repeated pairs once
+    assert graph.num_pairs == 5 * members  # K = 5 coordinators per type and domain
+    user_coords = len(data.domains) * 5
+    assert graph.pattern.nnz == 2 * pairs + 2 * graph.num_pairs + 2 * user_coords * user_coords  # + J both ways
+    loss = method.pretrainer(torch.arange(1024), method.aug_generator)
+    assert torch.isfinite(loss) and loss.requires_grad
