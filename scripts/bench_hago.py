@@ -196,7 +196,32 @@ def _setup(data_cfg_or_overrides, device: str, threads: int):
     return data, method
 
 
-def _real(overrides: list[str], epochs: int, tune_epochs: int, device: str, threads: int, queue) -> None:
+def _alternate(method, ref, steps: int, device: str) -> tuple[list[float], list[float]]:
+    """Our pre-training step and the reference step, alternating over the same anchor batches."""
+    import torch
+
+    from cdrbench.methods.hago.pretrain import anchor_batches
+
+    pre = method.pretrainer
+    anchors = [b.to(method.device) for b in anchor_batches(pre.layout, 1024, "users_then_items",
+                                                            torch.Generator().manual_seed(0))]
+
+    def ours(k):
+        loss = pre(anchors[k % len(anchors)], method.aug_generator)
+        method.pretrain_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        method.pretrain_optimizer.step()
+
+    ours(0)
+    ref.pretrain_step(anchors[0])  # warm-ups
+    theirs, mine = [], []
+    for k in range(steps):
+        theirs.append(_timed(lambda: ref.pretrain_step(anchors[k % len(anchors)]), device))
+        mine.append(_timed(lambda: ours(k), device))
+    return theirs, mine
+
+
+def _real(overrides: list[str], epochs: int, tune_epochs: int, steps: int, device: str, threads: int, queue) -> None:
     from cdrbench.methods.base import Phase
 
     data, method = _setup(overrides, device, threads)
@@ -208,6 +233,8 @@ def _real(overrides: list[str], epochs: int, tune_epochs: int, device: str, thre
         method.train_epoch(Phase("pretrain", select=False), epoch, no_bar)
         _sync(device)
         pretrain.append(time.perf_counter() - started)
+    peak = _peak_mib()
+    theirs, mine = _alternate(method, ReferenceStep(method), steps, device) if steps else ([], [])
     method.start_phase(Phase("tune"))
     for epoch in range(tune_epochs):
         _sync(device)
@@ -219,7 +246,9 @@ def _real(overrides: list[str], epochs: int, tune_epochs: int, device: str, thre
     queue.put({"interactions": sum(len(data.train(d)) for d in data.domains), "entries": graph.pattern.nnz,
                "coord_entries": 2 * graph.num_pairs, "pretrain_epoch_seconds": pretrain, "tune_epoch_seconds": tune,
                "steps_per_epoch": math.ceil(method.pretrainer.layout.user_rows / 1024) + math.ceil(method.pretrainer.layout.item_rows / 1024),
-               "peak_rss_mib": _peak_mib(), "peak_gpu_mib": _gpu_mib(device)})
+               "reference_step_seconds": statistics.median(theirs) if theirs else None,
+               "step_seconds_interleaved": statistics.median(mine) if mine else None,
+               "peak_rss_mib": peak, "peak_gpu_mib": _gpu_mib(device)})
 
 
 def _synthetic_config(users: int, root: str):
@@ -332,6 +361,7 @@ def main() -> int:
     parser.add_argument("--tune-epochs", type=int, default=3)
     parser.add_argument("--users", type=int, nargs="+", default=[400, 1600, 6400, 12800, 25600, 51200])
     parser.add_argument("--steps", type=int, default=3, help="timed pre-training steps per synthetic size")
+    parser.add_argument("--real-steps", type=int, default=6, help="alternating ours/reference steps on the real data")
     parser.add_argument("--no-reference", action="store_true", help="skip the re-created reference step")
     parser.add_argument("--reference-max-users", type=int, default=12800,
                         help="largest size for the reference step (its edge-list messages keep [entries, d] tensors)")
@@ -345,13 +375,20 @@ def main() -> int:
     if not args.skip_real:
         with tempfile.TemporaryDirectory() as cache:
             overrides = [f"data={args.data}", f"data.root={args.root}", f"data.cache_dir={cache}", "trainer.progress=false"]
-            real = _in_child(_real, overrides, args.epochs, args.tune_epochs, args.device, args.threads)
+            real = _in_child(_real, overrides, args.epochs, args.tune_epochs, 0 if args.no_reference else args.real_steps,
+                             args.device, args.threads)
         report["real"] = real
         p, t = np.array(real["pretrain_epoch_seconds"]), np.array(real["tune_epoch_seconds"])
         print(f"{args.data}: {real['interactions']} training interactions, {real['entries']} directed entries "
               f"({real['coord_entries']} coordinator), {real['steps_per_epoch']} steps/epoch: pre-training "
               f"{p.mean():.2f} s/epoch (min {p.min():.2f}), tuning {t.mean():.2f} s/epoch (min {t.min():.2f}), "
               f"peak RSS {real['peak_rss_mib']:.0f} MiB" + (f", peak GPU {real['peak_gpu_mib']:.0f} MiB" if real["peak_gpu_mib"] else ""))
+        if real["reference_step_seconds"]:
+            ratio = real["reference_step_seconds"] / real["step_seconds_interleaved"]
+            report["real"]["reference_epoch_estimate_seconds"] = ratio * float(p.mean())
+            print(f"  the authors' step re-created, alternating with ours on the same batches: "
+                  f"{real['reference_step_seconds']:.3f} s vs {real['step_seconds_interleaved']:.3f} s per step "
+                  f"(x{ratio:.2f}): an estimated {ratio * p.mean():.1f} s per pre-training epoch of theirs")
     rows = [_in_child(_synthetic, users, args.steps, not args.no_reference and users <= args.reference_max_users,
                       args.device, args.threads) for users in args.users]
     report["synthetic"] = rows
