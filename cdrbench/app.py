@@ -29,7 +29,7 @@ from cdrbench.train.record import (
 )
 from cdrbench.train.artifact_cache import ArtifactCache
 from cdrbench.train.runtime import Progress, peak_memory_bytes, resolve_device, seed_everything
-from cdrbench.train.trainer import LAST, Trainer, load_checkpoint
+from cdrbench.train.trainer import LAST, STOPPING_RULES, Trainer, load_checkpoint
 
 STAGES = ("prepare", "train")
 
@@ -208,6 +208,8 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: str, resume_dir, started: float) -> dict:
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
+    if trainer_cfg.stopping_rule not in STOPPING_RULES:
+        raise ConfigError(f"trainer.stopping_rule={trainer_cfg.stopping_rule!r} is not one of {list(STOPPING_RULES)}")
     name, method = build_method(cfg)  # option errors surface before any data is prepared
     check_source_domains(data_config(cfg), method, name)
     data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
