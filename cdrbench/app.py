@@ -232,10 +232,16 @@ def default_monitor(tasks: list[str], ks: list[int]) -> str:
     return "auc" if tasks[0] == "ctr" else f"ndcg@{default_k(ks)}"
 
 
+def check_source_domains(data_cfg: DataConfig, method: Method, name: str) -> None:
+    """A method that trains on source domains needs some: checked before the data is prepared."""
+    use = method.uses_source_by_default if data_cfg.use_source is None else data_cfg.use_source
+    if use and not data_cfg.source:
+        raise ConfigError(f"method '{name}' trains on source domains, but data '{data_cfg.name}' has none "
+                          "(data.source is empty)")
+
+
 def data_view(data: CrossDomainData, use_source: Optional[bool], method: Method, name: str) -> CrossDomainData:
     use = method.uses_source_by_default if use_source is None else use_source
-    if use and not data.source_domains:
-        raise ConfigError(f"method '{name}' trains on source domains, but data '{data.name}' has none")
     return data if use else data.target_only()
 
 
@@ -285,6 +291,14 @@ def _make_run_dir(run_dir: Path) -> None:
         raise OutputError(f"cannot create the run directory {run_dir}: a file of that name exists")
 
 
+def by_phase(history: list[dict], column: str, how: str) -> dict[str, float]:
+    """``how`` (mean, max) of a history column within each phase (e.g. HAGO's pretrain and tune)."""
+    frame = pd.DataFrame(history)
+    if frame.empty or column not in frame:
+        return {}
+    return {str(k): float(v) for k, v in frame.groupby("phase", sort=False)[column].agg(how).items()}
+
+
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     """Prepare, train, evaluate and write the run record into ``run_dir``; returns results.json."""
     run_dir = Path(run_dir)
@@ -309,6 +323,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     # everything that needs no data, before anything is written or prepared
     seed_everything(seed, cfg.trainer.deterministic)  # (for constructors that draw)
     name, method = build_method(cfg)
+    check_source_domains(data_config(cfg), method, name)
     tasks = list(cfg.eval.tasks)
     missing = [t for t in tasks if t not in method.tasks]
     if missing:
@@ -383,6 +398,7 @@ def _train_evaluate(cfg, run_dir: Path, name: str, method: Method, device, chash
         patience=trainer_cfg.patience, min_epochs=trainer_cfg.min_epochs, monitor=monitor,
         save_last=trainer_cfg.save_last, progress=Progress(trainer_cfg.progress), config_yaml=config_yaml,
         on_epoch=tracker.log_epoch,
+        stopping_rule=trainer_cfg.stopping_rule,
     )
     if resume_dir is not None:
         trainer.restore(last)
@@ -424,8 +440,9 @@ def _train_evaluate(cfg, run_dir: Path, name: str, method: Method, device, chash
         "test": test.metrics,
         "notes": {**{f"valid_{k}": v for k, v in valid.notes.items()}, **{f"test_{k}": v for k, v in test.notes.items()}},
         "seconds": {"total": time.perf_counter() - started, "train": train_seconds,
-                    "per_epoch": seconds_per_epoch, "eval_test": test.seconds},
-        "memory": peak_memory_bytes(device),
+                    "per_epoch": seconds_per_epoch, "per_epoch_by_phase": by_phase(epochs_run, "train_seconds", "mean"),
+                    "eval_test": test.seconds},
+        "memory": {**peak_memory_bytes(device), "peak_rss_mib_by_phase": by_phase(epochs_run, "peak_rss_mib", "max")},
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "num_parameters": method.num_parameters(),
         "data_cache_key": data.manifest.get("cache_key"),

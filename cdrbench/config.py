@@ -99,6 +99,14 @@ class DataConfig:
     use_source: Optional[bool] = None
     #: paper statistics to compare with: domain -> {users, items, interactions}
     expected: Optional[Dict[str, Dict[str, int]]] = None
+    #: how the source domains are filtered: per_domain (each its own k-core, then merged; HAGO's
+    #: paper) | merged (the sources concatenated and k-cored as one data set; HAGO's code)
+    source_filter: str = "per_domain"
+    #: item tokens across domains (items of different domains are never one item in cdrbench):
+    #: null = raw tokens, not checked; false = raw tokens, and preparation stops if a token occurs
+    #: in two domains (code that matches raw tokens, like HAGO's, would merge them: choose
+    #: explicitly); true = tokens prefixed with their domain ("movie:1234")
+    namespace_item_tokens: Optional[bool] = None
 
 
 @dataclass
@@ -110,6 +118,10 @@ class TrainerConfig:
     patience: int = 10
     #: no early stop before this epoch (LightGCN's validation dips early)
     min_epochs: int = 0
+    #: strict = only a better value improves, stop after ``patience`` evaluations without one;
+    #: recbole = RecBole's early_stopping(): a value >= the best improves (a tie moves the best
+    #: to the later epoch) and training stops after *more than* ``patience`` (= stopping_step)
+    stopping_rule: str = "strict"
     #: validation metric for model selection, e.g. auc | logloss | ndcg@20 | recall@20;
     #: null = auc when eval.tasks starts with ctr, else ndcg@20 (ndcg at the largest K <= 20)
     monitor: Optional[str] = None

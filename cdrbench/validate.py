@@ -30,8 +30,11 @@ DEDUP_POLICIES = ("keep", "first", "last")
 USER_POLICIES = ("all", "common")
 SORT_POLICIES = ("stable", "unstable_refcode")
 KCORE_MODES = ("bipartite", "user_only")
+SOURCE_FILTERS = ("per_domain", "merged")
 GROUP_BY = ("user", "none")
 SPLIT_UNITS = ("pair", "row")
+#: (cdrbench.train.trainer imports torch: the names are kept here, before any heavy import)
+STOPPING_RULES = ("strict", "recbole")
 #: data keys every data config must set (``conf/data/custom.yaml`` leaves them to the user)
 REQUIRED_DATA_KEYS = ("name", "domains", "source", "target")
 
@@ -115,8 +118,17 @@ def check_data_options(cfg) -> None:
     unused = set(cfg.domains) - set(cfg.source) - {cfg.target}
     if unused:
         raise ConfigError(f"data.domains has domains that are neither source nor target: {sorted(unused)}")
+    if cfg.source_filter == "merged" and len(cfg.source) > 1:
+        keys = ("kcore", "kcore_mode", "min_user_interactions", "min_item_interactions")
+        specs = {d: {k: getattr(cfg.domains[d], k) for k in keys} for d in cfg.source}
+        if len({json.dumps(v, sort_keys=True) for v in specs.values()}) > 1:
+            raise ConfigError(
+                "data.source_filter=merged filters the source domains as one data set: their kcore, kcore_mode, "
+                f"min_user_interactions and min_item_interactions must agree (data.domains: {specs})"
+            )
     split = cfg.split
     checks = [
+        ("data.source_filter", cfg.source_filter, SOURCE_FILTERS),
         ("data.dedup", cfg.dedup, DEDUP_POLICIES),
         ("data.users", cfg.users, USER_POLICIES),
         ("data.sort", cfg.sort, SORT_POLICIES),
@@ -178,6 +190,8 @@ def check_trainer(trainer) -> None:
     _at_least("trainer.patience", trainer.patience, 1)
     _at_least("trainer.eval_every", trainer.eval_every, 1)
     _at_least("trainer.min_epochs", trainer.min_epochs, 0)
+    if trainer.stopping_rule not in STOPPING_RULES:
+        raise ConfigError(f"trainer.stopping_rule={trainer.stopping_rule!r} is not one of {list(STOPPING_RULES)}")
 
 
 def check_optimizer(optimizer) -> None:

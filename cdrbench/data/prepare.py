@@ -7,9 +7,13 @@ The steps run in this order, each a named function below (``data.*`` keys in bra
                              min_rating / label_threshold need them (file and line named)
 2. ``deduplicate``           repeated (user, item) pairs per domain          [dedup]
 3. ``filter_min_rating``     keep rating >= threshold (implicit positives)    [min_rating]
-4. ``kcore_filter``          per-domain iterative k-core, then one-pass filters
+   ``resolve_item_tokens``   item tokens prefixed with their domain, or checked for
+                             tokens shared by two domains              [namespace_item_tokens]
+4. ``kcore_filter``          per-domain iterative k-core, then one-pass filters (or on the
+                             source domains concatenated, ``source_filter=merged``)
                                                                 [domains.<d>.kcore, kcore_mode,
-                                                                 min_user/item_interactions]
+                                                                 min_user/item_interactions,
+                                                                 source_filter]
 5. ``select_users``          all users, or users common to every domain        [users]
    ``drop_sparse_target_users``  users with too few distinct target items leave every domain
                                                                 [min_target_interactions]
@@ -60,7 +64,7 @@ from cdrbench.data.splits import SPLIT_CODES, SPLIT_NAMES, TRAIN, VALID
 from cdrbench.errors import ConfigError, DataFileError, DataFormatError
 from cdrbench.train.runtime import file_mode
 from cdrbench.validate import (  # noqa: F401 (re-exported: the option names live with the checks)
-    DEDUP_POLICIES, KCORE_MODES, SORT_POLICIES, SPLIT_KINDS, USER_POLICIES, resolve_path,
+    DEDUP_POLICIES, KCORE_MODES, SORT_POLICIES, SOURCE_FILTERS, SPLIT_KINDS, USER_POLICIES, resolve_path,
 )
 
 Log = Callable[[str], None]
@@ -170,6 +174,49 @@ def min_count_filter(frame: pd.DataFrame, min_user: int, min_item: int) -> pd.Da
     if min_item > 0:
         frame = frame[frame.groupby("item")["item"].transform("size") >= min_item]
     return frame
+
+
+def item_token_collisions(frames: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Item tokens that occur in more than one domain: token -> the domains it occurs in."""
+    seen: dict[str, list[str]] = {}
+    for domain, frame in frames.items():
+        for token in pd.unique(frame["item"].astype(str)):
+            seen.setdefault(token, []).append(domain)
+    return {token: domains for token, domains in seen.items() if len(domains) > 1}
+
+
+def resolve_item_tokens(frames: dict[str, pd.DataFrame], namespace: Optional[bool]) -> dict[str, pd.DataFrame]:
+    """``data.namespace_item_tokens``: ``true`` prefixes every item token with its domain; ``false``
+    keeps raw tokens but stops when one occurs in two domains (code that matches raw tokens across
+    domains, like HAGO's, would silently merge those items); ``null`` keeps raw tokens unchecked
+    (cdrbench never merges items of different domains)."""
+    if namespace is None:
+        return frames
+    if namespace:
+        return {d: f.assign(item=d + ":" + f["item"].astype(str)) for d, f in frames.items()}
+    collisions = item_token_collisions(frames)
+    if collisions:
+        examples = ", ".join(f"{t!r} ({'/'.join(d)})" for t, d in list(collisions.items())[:5])
+        raise ConfigError(
+            f"data.namespace_item_tokens=false, but {len(collisions)} item tokens occur in more than one domain "
+            f"(e.g. {examples}); code that matches raw tokens would merge them into one item. Choose explicitly: "
+            "data.namespace_item_tokens=true keeps them apart (tokens become '<domain>:<token>'), "
+            "data.namespace_item_tokens=null keeps raw tokens without this check"
+        )
+    return frames
+
+
+def kcore_merged(frames: dict[str, pd.DataFrame], spec) -> dict[str, pd.DataFrame]:
+    """``data.source_filter=merged``: the k-core and one-pass filters of ``spec`` on the
+    concatenated source domains as one data set (users count rows across domains; an item is
+    its domain and token, so items of two domains never merge here)."""
+    domains = list(frames)
+    merged = pd.concat([frames[d] for d in domains], ignore_index=True)
+    keyed = merged.assign(item=merged["domain"].astype(str) + "\x1f" + merged["item"].astype(str))
+    keyed = kcore_filter(keyed, spec.kcore, spec.kcore_mode)
+    keyed = min_count_filter(keyed, spec.min_user_interactions, spec.min_item_interactions)
+    kept = merged.loc[keyed.index]
+    return {d: kept[kept["domain"] == d] for d in domains}
 
 
 def select_users(frames: dict[str, pd.DataFrame], policy: str) -> dict[str, pd.DataFrame]:
@@ -406,10 +453,24 @@ def preprocess(raw: dict[str, pd.DataFrame], cfg, log: Log = print) -> tuple[Cro
             kept = "kept (data.dedup=keep: each pair is split as one unit)" if cfg.dedup == "keep" else f"reduced to one per pair (data.dedup={cfg.dedup})"
             steps.find(f"{domain}: {extra} duplicate rows repeat {pairs} (user, item) pairs; {kept}")
         frames[domain] = frame.drop(columns=[c for c in LOCATION_COLUMNS if c in frame])
+    # source_filter=merged: the sources' k-core and one-pass filters run once on their concatenation
+    merged = cfg.source_filter == "merged" and len(cfg.source) > 1
     for step, option, apply in per_domain:
-        for domain in domains:
-            frames[domain] = apply(frames[domain], domain, cfg.domains[domain])
+        if merged and step in ("kcore", "min_interactions"):
+            alone = [d for d in domains if d not in cfg.source]
+            for domain in alone:
+                frames[domain] = apply(frames[domain], domain, cfg.domains[domain])
+            if step == "kcore":
+                frames.update(kcore_merged({d: frames[d] for d in cfg.source}, cfg.domains[cfg.source[0]]))
+                option += " (sources merged: data.source_filter=merged)"
+        else:
+            for domain in domains:
+                frames[domain] = apply(frames[domain], domain, cfg.domains[domain])
         steps.record(step, option, {d: len(f) for d, f in frames.items()})
+        if step == "drop_missing_ids":
+            frames = resolve_item_tokens(frames, cfg.namespace_item_tokens)
+            steps.record("item_tokens", f"data.namespace_item_tokens={_show(cfg.namespace_item_tokens)}",
+                         {d: len(f) for d, f in frames.items()})
 
     frames = select_users(frames, cfg.users)
     steps.record("users", f"data.users={cfg.users}", {d: len(f) for d, f in frames.items()})

@@ -11,10 +11,11 @@ from typing import Callable, Optional
 import pandas as pd
 import torch
 
-from cdrbench.errors import OutputError
+from cdrbench.errors import ConfigError, OutputError
 from cdrbench.eval.evaluator import Evaluator, monitor_value
 from cdrbench.methods.base import Method
-from cdrbench.train.runtime import Progress, atomic_save, global_rng_state, set_global_rng_state
+from cdrbench.validate import STOPPING_RULES
+from cdrbench.train.runtime import Progress, atomic_save, global_rng_state, peak_memory_bytes, set_global_rng_state
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -82,7 +83,7 @@ class Trainer:
         run_dir: where ``last.pt`` / ``best.pt`` go.
         max_epochs: epochs of a selecting phase that does not set its own.
         eval_every: validate every N epochs (and after a phase's last epoch).
-        patience: evaluations without strict improvement before stopping.
+        patience: evaluations without improvement before stopping (see ``stopping_rule``).
         min_epochs: never stop early before this many epochs of the phase.
         monitor: validation metric; ``logloss`` is minimised, everything else maximised.
         save_last: write ``last.pt`` after every epoch (needed for resume).
@@ -90,6 +91,9 @@ class Trainer:
         config_yaml: the resolved config, stored in checkpoints as plain YAML.
         log: where epoch summaries go.
         on_epoch: called with each epoch's history row (experiment trackers).
+        stopping_rule: ``strict`` (a tie keeps the earlier best; stop after ``patience``
+            evaluations without improvement) or ``recbole`` (RecBole's ``early_stopping``: a value
+            >= the best counts as an improvement; stop after more than ``patience``).
     """
 
     def __init__(
@@ -107,9 +111,13 @@ class Trainer:
         config_yaml: str = "",
         log: Callable[[str], None] = print,
         on_epoch: Optional[Callable[[dict], None]] = None,
+        stopping_rule: str = "strict",
     ):
         if eval_every < 1 or patience < 1 or max_epochs < 0:
             raise ValueError("trainer.eval_every and trainer.patience must be >= 1, trainer.max_epochs >= 0")
+        if stopping_rule not in STOPPING_RULES:
+            raise ConfigError(f"trainer.stopping_rule={stopping_rule!r} is not one of {list(STOPPING_RULES)}")
+        self.stopping_rule = stopping_rule
         self.method = method
         self.evaluator = evaluator
         self.run_dir = Path(run_dir)
@@ -190,7 +198,8 @@ class Trainer:
         for epoch in self.progress(epochs, total=len(epochs), desc=f"{phase.name} epochs", leave=True):
             started = time.perf_counter()
             stats = self.method.train_epoch(phase, epoch, self.progress)
-            row = {"phase": phase.name, "epoch": epoch, **stats, "train_seconds": time.perf_counter() - started}
+            row = {"phase": phase.name, "epoch": epoch, **stats, "train_seconds": time.perf_counter() - started,
+                   "peak_rss_mib": peak_memory_bytes(torch.device("cpu"))["peak_rss_bytes"] / 2**20}
             stop = False
             if phase.select and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == max_epochs):
                 stop = self._validate(phase, epoch, row)
@@ -213,7 +222,9 @@ class Trainer:
         row.update({f"valid_{k}": v for k, v in result.metrics.items()})
         row["eval_seconds"] = result.seconds
         score = monitor_value(result.metrics, self.monitor, result.notes)
-        if self.state.best_score is None or score > self.state.best_score:  # strict: a tie keeps the old best
+        best = self.state.best_score
+        ties_improve = self.stopping_rule == "recbole"  # strict: a tie keeps the old best
+        if best is None or score > best or (ties_improve and score == best):
             self.state.best_score = score
             self.state.best_epoch = epoch
             self.state.best_metrics = dict(result.metrics)
@@ -222,7 +233,8 @@ class Trainer:
             self._save_best(phase.name)
         else:
             self.state.bad_evaluations += 1
-        return self.state.bad_evaluations >= self.patience and epoch + 1 >= self.min_epochs
+        limit = self.patience + 1 if self.stopping_rule == "recbole" else self.patience
+        return self.state.bad_evaluations >= limit and epoch + 1 >= self.min_epochs
 
 
 def _epoch_line(row: dict, monitor: str) -> str:

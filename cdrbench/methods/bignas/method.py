@@ -26,7 +26,6 @@ Every difference between the paper and the authors' code is a named option below
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -43,6 +42,7 @@ from cdrbench.methods.base import Method, Phase, Progress
 from cdrbench.methods.bignas.hypergrad import apply_hypergradient, neumann_hypergradient
 from cdrbench.methods.bignas.perceptron import ImportancePerceptron, train_union_edge_index, uniform_weights
 from cdrbench.methods.bignas.supernet import SOURCE, TARGET, CrossDomainSupernet, CTRPredictor, pair_repr
+from cdrbench.methods.options import build_options as _options
 
 VARIANTS = ("full", "manual", "mix", "discrete", "no_source", "no_impo")
 
@@ -131,14 +131,6 @@ class BilevelOptions:
     replace_head_steps: int = 30
     #: train the replace head although dev_head=target (authors' code: dead computation)
     run_unused_replace_head: bool = False
-
-
-def _options(cls, values: Optional[dict], group: str):
-    try:
-        return cls(**(values or {}))
-    except TypeError as error:
-        valid = [f.name for f in dataclasses.fields(cls)]
-        raise ConfigError(f"method.{group}: {error} (valid keys: {valid})") from error
 
 
 class BatchStream:
