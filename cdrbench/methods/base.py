@@ -40,17 +40,32 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 import torch
 from torch import Tensor
 
 from cdrbench.data.dataset import CrossDomainData
+from cdrbench.errors import ConfigError
 from cdrbench.train.artifact_cache import ArtifactCache
 
 #: wraps an iterable in a progress bar (or not): ``progress(iterable, total=..., desc=...)``
 Progress = Callable[..., Iterable]
+
+
+Options = TypeVar("Options")
+
+
+def option_group(cls: type[Options], values: Optional[dict], group: str) -> Options:
+    """A method's option group (``method.<group>`` of its YAML) as the dataclass ``cls``; an
+    unknown key is a :class:`ConfigError` naming the group and the valid keys."""
+    try:
+        return cls(**(values or {}))
+    except TypeError as error:
+        valid = [f.name for f in dataclasses.fields(cls)]
+        raise ConfigError(f"method.{group}: {error} (valid keys: {valid})") from error
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ Every difference between the paper and the authors' code is a named option below
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -39,7 +38,7 @@ from torch import Tensor
 
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
-from cdrbench.methods.base import Method, Phase, Progress
+from cdrbench.methods.base import Method, Phase, Progress, option_group
 from cdrbench.methods.bignas.hypergrad import apply_hypergradient, neumann_hypergradient
 from cdrbench.methods.bignas.perceptron import ImportancePerceptron, train_union_edge_index, uniform_weights
 from cdrbench.methods.bignas.supernet import SOURCE, TARGET, CrossDomainSupernet, CTRPredictor, pair_repr
@@ -133,14 +132,6 @@ class BilevelOptions:
     run_unused_replace_head: bool = False
 
 
-def _options(cls, values: Optional[dict], group: str):
-    try:
-        return cls(**(values or {}))
-    except TypeError as error:
-        valid = [f.name for f in dataclasses.fields(cls)]
-        raise ConfigError(f"method.{group}: {error} (valid keys: {valid})") from error
-
-
 class BatchStream:
     """Endless shuffled minibatches of ``range(n)``, reshuffled when exhausted (a persistent
     iterator across epochs); its position is part of the method state."""
@@ -209,11 +200,11 @@ class BiGNAS(Method):
         self.optimizer_factory = optimizer
         self.profile = profile
         self.variant = variant
-        self.opt_model = _options(ModelOptions, model, "model")
-        self.opt_arch = _options(ArchOptions, arch, "arch")
-        self.opt_perceptor = _options(PerceptorOptions, perceptor, "perceptor")
-        self.opt_train = _options(TrainOptions, train, "train")
-        self.opt_bilevel = _options(BilevelOptions, bilevel, "bilevel")
+        self.opt_model = option_group(ModelOptions, model, "model")
+        self.opt_arch = option_group(ArchOptions, arch, "arch")
+        self.opt_perceptor = option_group(PerceptorOptions, perceptor, "perceptor")
+        self.opt_train = option_group(TrainOptions, train, "train")
+        self.opt_bilevel = option_group(BilevelOptions, bilevel, "bilevel")
         self._check_options()
         self.use_source = variant != "no_source"
         self.use_perceptron = variant not in ("no_source", "no_impo")
