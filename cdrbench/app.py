@@ -129,7 +129,9 @@ def build_method(cfg: DictConfig) -> tuple[str, Method]:
     try:
         method = instantiate(params, _convert_="all")
     except Exception as error:
-        raise ConfigError(f"method '{name}': {error}") from error
+        # hydra wraps the constructor's error: show a ConfigError's own one-line message
+        cause = error.__cause__ if isinstance(error.__cause__, ConfigError) else error
+        raise ConfigError(f"method '{name}': {cause}") from error
     return name, method
 
 
@@ -191,10 +193,10 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: str, resume_dir, started: float) -> dict:
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
-    data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
     device = resolve_device(trainer_cfg.device)
     seed_everything(seed, trainer_cfg.deterministic)
-    name, method = build_method(cfg)
+    name, method = build_method(cfg)  # a bad method option fails before the data is prepared
+    data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
     tasks = list(eval_cfg.tasks)
     missing = [t for t in tasks if t not in method.tasks]
     if missing:
