@@ -166,6 +166,13 @@ def _by_profile(profile: str, choices) -> Any:
     return OmegaConf.create(value) if isinstance(value, (list, dict)) else value
 
 
+def _by_variant(variant: str, choices, default) -> Any:
+    """``${by_variant:${method.variant},{v1: X, v2: Y},Z}``: a variant's value, ``Z`` for the rest
+    (the method checks that the variant exists)."""
+    value = choices[variant] if choices is not None and variant in choices else default
+    return OmegaConf.create(value) if isinstance(value, (list, dict)) else value
+
+
 def register_configs() -> None:
     """Register the schema and cdrbench's resolvers (idempotent)."""
     ConfigStore.instance().store(name="cdrbench_schema", node=Config)
@@ -175,6 +182,12 @@ def register_configs() -> None:
     # method.profile-dependent values: ${by_profile:${method.profile},{paper: X, refcode: Y}}
     if not OmegaConf.has_resolver("by_profile"):
         OmegaConf.register_new_resolver("by_profile", _by_profile)
+    # variant-dependent method values (PCRec's paper rows): ${by_variant:${method.variant},{...},default}
+    if not OmegaConf.has_resolver("by_variant"):
+        OmegaConf.register_new_resolver("by_variant", _by_variant)
+    # ceil(a / b) of two integers, e.g. a patience in epochs turned into evaluations
+    if not OmegaConf.has_resolver("cdrbench.ceil_div"):
+        OmegaConf.register_new_resolver("cdrbench.ceil_div", lambda a, b: -(-int(a) // int(b)))
     # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
     if not OmegaConf.has_resolver("cdrbench.default_loss"):
         OmegaConf.register_new_resolver(
