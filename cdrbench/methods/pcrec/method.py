@@ -119,8 +119,8 @@ class PretrainOptions:
     schedule: str = "warmup_linear"
     #: uniform: a random permutation per epoch | deg075: draws with probability ~ deg^0.75 (GCC)
     seed_sampling: str = "uniform"
-    #: DataLoader workers drawing subgraphs ahead of the encoder (0 = in the main process);
-    #: results do not depend on it
+    #: DataLoader workers drawing subgraphs ahead of the encoder, in pre-training and in the
+    #: initialisation (0 = in the main process); results do not depend on it
     num_workers: int = 1
     #: batches drawn ahead per worker
     prefetch: int = 4
@@ -378,7 +378,6 @@ class PCRec(DotProductScoring, Method):
 
     def start_phase(self, phase: Phase) -> None:
         if phase.name == "pretrain" and self.uses_encoder and not self.cache_hit:
-            self._pretrain_started = time.perf_counter()
             self.log(f"pcrec: pre-training {self.total_steps} steps ({self.pretrain_epochs} epochs of "
                      f"{self.steps_per_epoch} steps, {self.opt_pretrain.batch_size} pairs each) on "
                      f"'{self.data.source_domains[0]}'")
