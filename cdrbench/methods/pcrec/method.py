@@ -417,7 +417,9 @@ class PCRec(DotProductScoring, Method):
         sums = {"loss": 0.0, "grad_norm": 0.0, "subgraph_nodes": 0.0}
         waited = 0.0
         # dropout draws from a per-epoch RNG: the epoch is a function of (seed, epoch, state)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+            if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(_derived_seed(self.seed, f"pretrain_epoch_{epoch}"))
             self.moco.train()
             batches = iter(view_batches(dataset, requests, p.num_workers, p.prefetch))
