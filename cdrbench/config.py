@@ -224,6 +224,13 @@ def _stage_dir(stage: str, prepare_dir: str, run_dir: str) -> str:
     return prepare_dir if stage == "prepare" else run_dir
 
 
+def _by_key(key, choices, default) -> Any:
+    """``${cdrbench.by_key:${method.variant},{v1: X, v2: Y},Z}``: the value ``choices`` gives ``key``,
+    ``Z`` for any other key (a method variant's options, a per-method value in a preset)."""
+    value = choices[key] if choices is not None and key in choices else default
+    return OmegaConf.create(value) if isinstance(value, (list, dict)) else value
+
+
 def register_configs() -> None:
     """Register the schema and cdrbench's resolvers (idempotent)."""
     ConfigStore.instance().store(name="cdrbench_schema", node=Config)
@@ -235,12 +242,13 @@ def register_configs() -> None:
     # method.profile-dependent values: ${by_profile:${method.profile},{paper: X, refcode: Y}}
     if not OmegaConf.has_resolver("by_profile"):
         OmegaConf.register_new_resolver("by_profile", _by_profile)
-    # a value chosen by another value (e.g. per method in a preset that sweeps methods):
+    # a value chosen by another value (a method variant's options, a per-method value in a preset):
     # ${cdrbench.by_key:${method.name},{bignas: 20},100} -> 20 for bignas, 100 otherwise
     if not OmegaConf.has_resolver("cdrbench.by_key"):
-        OmegaConf.register_new_resolver(
-            "cdrbench.by_key", lambda key, choices, default: choices[key] if key in choices else default
-        )
+        OmegaConf.register_new_resolver("cdrbench.by_key", _by_key)
+    # ceil(a / b) of two integers, e.g. a patience in epochs turned into evaluations
+    if not OmegaConf.has_resolver("cdrbench.ceil_div"):
+        OmegaConf.register_new_resolver("cdrbench.ceil_div", lambda a, b: -(-int(a) // int(b)))
     # baselines train with BCE on click labels when only CTR is evaluated, else with BPR
     if not OmegaConf.has_resolver("cdrbench.default_loss"):
         OmegaConf.register_new_resolver(

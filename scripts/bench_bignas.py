@@ -20,18 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from bench_common import in_child as _in_child
+from bench_common import peak_rss_mib as _peak_mib
 
 
 def _setup(overrides: list[str], device: str):
@@ -121,16 +117,6 @@ def _synthetic(users: int, iterations: int, device: str, queue) -> None:
                "iterations_per_epoch": per_epoch, "outer_steps": outer,
                "outer_every": method.opt_bilevel.outer_every, "peak_rss_mib": _peak_mib(),
                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None})
-
-
-def _in_child(target, *args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
 
 
 def main() -> int:

@@ -39,10 +39,10 @@ from torch import Tensor
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
 from cdrbench.methods.base import Method, Phase, Progress
+from cdrbench.methods.options import build_options
 from cdrbench.methods.bignas.hypergrad import apply_hypergradient, neumann_hypergradient
 from cdrbench.methods.bignas.perceptron import ImportancePerceptron, train_union_edge_index, uniform_weights
 from cdrbench.methods.bignas.supernet import SOURCE, TARGET, CrossDomainSupernet, CTRPredictor, pair_repr
-from cdrbench.methods.options import build_options as _options
 
 VARIANTS = ("full", "manual", "mix", "discrete", "no_source", "no_impo")
 
@@ -201,11 +201,11 @@ class BiGNAS(Method):
         self.optimizer_factory = optimizer
         self.profile = profile
         self.variant = variant
-        self.opt_model = _options(ModelOptions, model, "model")
-        self.opt_arch = _options(ArchOptions, arch, "arch")
-        self.opt_perceptor = _options(PerceptorOptions, perceptor, "perceptor")
-        self.opt_train = _options(TrainOptions, train, "train")
-        self.opt_bilevel = _options(BilevelOptions, bilevel, "bilevel")
+        self.opt_model = build_options(ModelOptions, model, "model")
+        self.opt_arch = build_options(ArchOptions, arch, "arch")
+        self.opt_perceptor = build_options(PerceptorOptions, perceptor, "perceptor")
+        self.opt_train = build_options(TrainOptions, train, "train")
+        self.opt_bilevel = build_options(BilevelOptions, bilevel, "bilevel")
         self._check_options()
         self.use_source = variant != "no_source"
         self.use_perceptron = variant not in ("no_source", "no_impo")
