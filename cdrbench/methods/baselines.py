@@ -19,6 +19,7 @@ from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
 from cdrbench.methods.base import DotProductScoring, Method, Phase, Progress
 from cdrbench.models.losses import bpr_loss, embedding_l2
+from cdrbench.train.optim import supports_sparse_gradients
 from cdrbench.train.sampling import NegativeSampler, bpr_triples
 
 LOSSES = ("bpr", "bce")
@@ -145,6 +146,11 @@ class CollaborativeFiltering(DotProductScoring, Method):
         num_items = sum(data.num_items(d) for d in data.domains)
         self.encoder = self.encoder_factory(num_users=data.num_users, num_items=num_items).to(device)
         self.optimizer = self.optimizer_factory(params=self.encoder.parameters())
+        if getattr(self.encoder, "sparse", False) and not supports_sparse_gradients(self.optimizer):
+            raise ConfigError(
+                f"backbone.sparse=true gives sparse gradients, which {type(self.optimizer).__name__} does not accept: "
+                "use optimizer=sparse_adam"
+            )
         self.generator = torch.Generator().manual_seed(seed)
         ranges = torch.tensor([[offsets[d], offsets[d] + data.num_items(d)] for d in data.domains])
         all_train = [data.train(d) for d in data.domains]
@@ -180,9 +186,8 @@ class CollaborativeFiltering(DotProductScoring, Method):
         return {"loss": total / max(1, count)}
 
     def _bpr_loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-        user_emb, item_emb = self.encoder(self.graph)
-        u = user_emb[users]
-        loss = bpr_loss((u * item_emb[pos]).sum(-1), (u * item_emb[neg]).sum(-1))
+        u, i, j = self.encoder.batch_embeddings(self.graph, users, pos, neg)
+        loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
         if self.reg_weight:
             eu, ei = self.encoder.ego_embeddings(users, pos)
             _, ej = self.encoder.ego_embeddings(users, neg)
@@ -190,8 +195,8 @@ class CollaborativeFiltering(DotProductScoring, Method):
         return loss
 
     def _bce_loss(self, users: Tensor, items: Tensor, labels: Tensor) -> Tensor:
-        user_emb, item_emb = self.encoder(self.graph)
-        logits = (user_emb[users] * item_emb[items]).sum(-1)
+        u, i = self.encoder.batch_embeddings(self.graph, users, items)
+        logits = (u * i).sum(-1)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         if self.reg_weight:
             loss = loss + self.reg_weight * embedding_l2(*self.encoder.ego_embeddings(users, items))
