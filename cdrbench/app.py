@@ -28,7 +28,7 @@ from cdrbench.train.record import (
     write_artifacts, write_frame, write_json, write_status,
 )
 from cdrbench.train.artifact_cache import ArtifactCache
-from cdrbench.train.runtime import Progress, peak_memory_bytes, resolve_device, seed_everything
+from cdrbench.train.runtime import Progress, peak_memory_bytes, resolve_device, seed_everything, set_num_threads
 from cdrbench.train.trainer import LAST, Trainer, load_checkpoint
 
 STAGES = ("prepare", "train")
@@ -105,6 +105,7 @@ def run(cfg: DictConfig, run_dir: Path):
     check_schema_keys(cfg)
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r} is not one of {list(STAGES)}")
+    set_num_threads(cfg.trainer.num_threads)
     if cfg.stage == "prepare":
         return run_prepare(cfg)
     return run_training(cfg, run_dir)
@@ -193,7 +194,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
     trainer_cfg, eval_cfg = cfg.trainer, cfg.eval
     data, data_cfg = load_data(cfg, progress=trainer_cfg.progress)
     device = resolve_device(trainer_cfg.device)
-    seed_everything(seed, trainer_cfg.deterministic)
+    seed_everything(seed, trainer_cfg.deterministic, device)
     name, method = build_method(cfg)
     tasks = list(eval_cfg.tasks)
     missing = [t for t in tasks if t not in method.tasks]
@@ -256,6 +257,7 @@ def _train_and_record(cfg, run_dir: Path, chash: str, seed: int, config_yaml: st
                     "per_epoch": seconds_per_epoch, "eval_test": test.seconds},
         "memory": peak_memory_bytes(device),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "torch_threads": torch.get_num_threads(),
         "num_parameters": method.num_parameters(),
         "data_cache_key": data.manifest.get("cache_key"),
         "resumed_from": str(resume_dir) if resume_dir else None,
