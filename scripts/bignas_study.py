@@ -37,6 +37,8 @@ SETTINGS = {
     "min20_p10_lr1e-2": ["trainer.min_epochs=20", "trainer.patience=10", "method.bilevel.outer_lr=0.01"],
     "min20_p10_oe5_lr1e-2": ["trainer.min_epochs=20", "trainer.patience=10", "method.bilevel.outer_every=5",
                              "method.bilevel.outer_lr=0.01"],
+    "min20_p10_oe5_lr1e-1": ["trainer.min_epochs=20", "trainer.patience=10", "method.bilevel.outer_every=5",
+                             "method.bilevel.outer_lr=0.1"],
 }
 #: the ablations do not take outer steps: only the training-length settings apply to them
 ABLATION_SETTINGS = ("default", "min20_p10")
@@ -132,7 +134,7 @@ def main() -> int:
         return 1
     frame.to_csv(out / "runs.csv", index=False)
     table = summary(frame)
-    (out / "summary.md").write_text(table.to_markdown() if hasattr(table, "to_markdown") else table.to_string())
+    (out / "summary.txt").write_text(table.to_string())
     print(table.to_string())
     return 0
 
