@@ -73,15 +73,17 @@ class LazyAdam(torch.optim.Adam):
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["step"] += 1
         step = float(state["step"])
+        # index_select / index_copy_ rather than x[rows]: several times faster on CPU
+        current = param.index_select(0, rows)
         if group["weight_decay"]:
-            values = values.add(param[rows], alpha=group["weight_decay"])
-        exp_avg = state["exp_avg"][rows].lerp_(values, 1 - beta1)
-        exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
-        state["exp_avg"][rows] = exp_avg
-        state["exp_avg_sq"][rows] = exp_avg_sq
+            values = values.add(current, alpha=group["weight_decay"])
+        exp_avg = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - beta1)
+        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        state["exp_avg"].index_copy_(0, rows, exp_avg)
+        state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
         step_size = group["lr"] / (1 - beta1**step)
         denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
-        param[rows] = param[rows].addcdiv_(exp_avg, denom, value=-step_size)
+        param.index_copy_(0, rows, current.addcdiv_(exp_avg, denom, value=-step_size))
 
 
 def supports_sparse_gradients(optimizer: torch.optim.Optimizer) -> bool:
