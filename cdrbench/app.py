@@ -38,7 +38,9 @@ from cdrbench.train.record import (
     git_sha, metrics_frame, package_versions, record_failure, results_table, write_artifacts, write_frame, write_json,
     write_status,
 )
-from cdrbench.train.runtime import Progress, atomic_write_bytes, peak_memory_bytes, resolve_device, seed_everything
+from cdrbench.train.runtime import (
+    Progress, atomic_write_bytes, peak_memory_bytes, resolve_device, seed_everything, set_num_threads,
+)
 from cdrbench.train.trainer import LAST, LAST_KEYS, Trainer, load_checkpoint
 from cdrbench.validate import STAGES, check_config, check_schema_keys  # noqa: F401 (re-exported)
 
@@ -216,6 +218,7 @@ def check_report_paper(cfg: DictConfig) -> None:
 def _run(cfg: DictConfig, run_dir: Path):
     check_config(cfg)
     check_report_paper(cfg)
+    set_num_threads(cfg.trainer.num_threads)
     if cfg.stage == "prepare":
         return run_prepare(cfg, run_dir)
     return run_training(cfg, run_dir)
@@ -321,14 +324,14 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
             return json.loads((done / RESULTS).read_text())
 
     # everything that needs no data, before anything is written or prepared
-    seed_everything(seed, cfg.trainer.deterministic)  # (for constructors that draw)
+    device = resolve_device(cfg.trainer.device)
+    seed_everything(seed, cfg.trainer.deterministic, device)  # (for constructors that draw)
     name, method = build_method(cfg)
     check_source_domains(data_config(cfg), method, name)
     tasks = list(cfg.eval.tasks)
     missing = [t for t in tasks if t not in method.tasks]
     if missing:
         raise ConfigError(f"method '{name}' cannot be evaluated on {missing} (it supports {sorted(method.tasks)})")
-    device = resolve_device(cfg.trainer.device)
     resume_dir, last = find_resume_dir(cfg, chash, seed)
 
     _make_run_dir(run_dir)
@@ -444,6 +447,7 @@ def _train_evaluate(cfg, run_dir: Path, name: str, method: Method, device, chash
                     "eval_test": test.seconds},
         "memory": {**peak_memory_bytes(device), "peak_rss_mib_by_phase": by_phase(epochs_run, "peak_rss_mib", "max")},
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "torch_threads": torch.get_num_threads(),
         "num_parameters": method.num_parameters(),
         "data_cache_key": data.manifest.get("cache_key"),
         "resumed_from": str(resume_dir) if resume_dir else None,

@@ -136,8 +136,13 @@ class TrainerConfig:
     progress: bool = True
     #: auto (CUDA when available) | cpu | cuda | cuda:N
     device: str = "auto"
-    #: torch.use_deterministic_algorithms(True, warn_only=True)
+    #: torch.use_deterministic_algorithms(True, warn_only=True) where it changes results: on CUDA,
+    #: and on CPU with num_threads > 1 (with one CPU thread results are bit-identical without it)
     deterministic: bool = True
+    #: torch intra-op threads (torch.set_num_threads); 0 = leave torch's default (one per core,
+    #: or OMP_NUM_THREADS). Default 1: on a shared or loaded machine more threads than free cores
+    #: make runs several times slower (README, "CPU threads")
+    num_threads: int = 1
     #: reuse pre-trained weights (HAGO, PCRec) from the content-hashed artifact cache
     artifact_cache: bool = True
     #: artifact cache directory; null = $XDG_CACHE_HOME/cdrbench/artifacts (~/.cache/...)

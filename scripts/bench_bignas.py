@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -63,6 +64,7 @@ def _real(overrides: list[str], epochs: int, device: str, queue) -> None:
         times.append(time.perf_counter() - started)
     edges = sum(len(data.train(d)) for d in data.domains)
     queue.put({"edges": edges, "epoch_seconds": times[1:], "iterations": stats[-1]["iterations"],
+               "threads": torch.get_num_threads(),
                "outer_steps": sum(s["outer_steps"] for s in stats[1:]), "peak_rss_mib": _peak_mib(),
                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None})
 
@@ -130,7 +132,9 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--json", help="write all figures to this file")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the measuring processes (default 1)")
     args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the spawned measuring processes start with it
     report = {}
     if not args.skip_real:
         with tempfile.TemporaryDirectory() as cache:
@@ -139,11 +143,13 @@ def main() -> int:
             real = _in_child(_real, overrides, args.epochs, args.device)
         report["real"] = real
         t = np.array(real["epoch_seconds"])
+        print(f"torch threads: {real['threads']}")
         print(f"{args.data} ({args.profile} profile, {real['edges']} training rows, {real['iterations']:.0f} "
               f"iterations/epoch, {real['outer_steps']:.0f} outer steps in {len(t)} epochs): "
               f"{t.mean():.2f} s/epoch (min {t.min():.2f}, max {t.max():.2f}), peak RSS {real['peak_rss_mib']:.0f} MiB"
               + (f", peak GPU {real['peak_gpu_mib']:.0f} MiB" if real["peak_gpu_mib"] else ""))
     rows = [_in_child(_synthetic, users, args.iterations, args.device) for users in args.users]
+    print(f"synthetic sizes measured with OMP_NUM_THREADS={args.threads}")
     report["synthetic"] = rows
     print(f"\n{'users':>7}{'train edges':>13}{'s/iter':>9}{'iter/epoch':>11}{'s/epoch (est.)':>16}{'peak RSS MiB':>14}")
     for r in rows:

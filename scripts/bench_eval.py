@@ -30,7 +30,9 @@ def main() -> int:
     parser.add_argument("--chunk-size", type=int, default=None, help="users per chunk (default: fit 1 GiB)")
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as trainer.num_threads)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     from cdrbench.app import build_readers, data_config
     from cdrbench.config import compose

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import tempfile
@@ -50,7 +51,10 @@ def main() -> int:
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--data", nargs="+", default=SHARED_SETS)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--threads", type=int, default=1, help="OMP/torch threads of the preparing processes (default 1)")
     args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the spawned preparing processes start with it
+    print(f"preparing with OMP_NUM_THREADS={args.threads} (pandas/numpy work is mostly single-threaded)")
     ctx = mp.get_context("spawn")
     rows = []
     for name in args.data:

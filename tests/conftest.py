@@ -7,6 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# the default of trainer.num_threads: one torch thread (more threads than free cores collapse
+# under load; README, "CPU threads"). Tests that build methods directly get the same.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

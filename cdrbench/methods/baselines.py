@@ -19,24 +19,67 @@ from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
 from cdrbench.methods.base import DotProductScoring, Method, Phase, Progress
 from cdrbench.models.losses import bpr_loss, embedding_l2
+from cdrbench.train.optim import supports_sparse_gradients
 from cdrbench.train.sampling import NegativeSampler, bpr_triples
 
 LOSSES = ("bpr", "bce")
+POP_COUNTS = ("interactions", "recbole_batches")
+
+
+def recbole_batch_counts(users: Tensor, items: Tensor, num_items: int, batch_size: int, num_negatives: int,
+                         sampler: NegativeSampler, generator: torch.Generator) -> Tensor:
+    """Item counts as RecBole's ``Pop.calculate_loss`` accumulates them over one training epoch.
+
+    RecBole's pointwise training loader takes ``batch_size // (1 + num_negatives)`` shuffled
+    rows per batch and appends ``num_negatives`` sampled negatives per row; ``Pop`` then runs
+    ``item_cnt[item, :] = item_cnt[item, :] + 1`` on the batch's item column. With repeated
+    indices an indexed assignment writes the same value once, so each item gains at most 1 per
+    batch, negatives included. ``TraditionalTrainer`` trains such models for exactly one epoch.
+    """
+    counts = torch.zeros(num_items, dtype=torch.long)
+    rows_per_batch = max(batch_size // (1 + num_negatives), 1)
+    order = torch.randperm(len(users), generator=generator)
+    for batch in order.split(rows_per_batch):
+        u, i = users[batch], items[batch]
+        column = [i] + [sampler.sample(u, i) for _ in range(num_negatives)]
+        present = torch.unique(torch.cat(column))
+        counts[present] += 1
+    return counts
 
 
 class Popularity(Method):
-    """Most-popular ranking: an item's score is its number of training interactions in the target
-    domain. For CTR its click probability is the item's smoothed training click rate,
+    """Most-popular ranking: an item's score is its count in the target domain's training rows.
+    For CTR its click probability is the item's smoothed training click rate,
     ``(clicks + m * global_rate) / (shows + m)`` with ``m = smoothing`` pseudo-rows at the global
-    rate (so an unseen item gets the global rate). No training, no phases."""
+    rate (so an unseen item gets the global rate). No phases.
+
+    ``count`` says what is counted (top-N only):
+
+    * ``interactions`` (default): the item's number of training rows;
+    * ``recbole_batches``: RecBole's ``Pop`` as trained by RecBole (1.x) — one epoch of shuffled
+      pointwise batches, each of ``batch_size // (1 + num_negatives)`` training rows plus
+      ``num_negatives`` uniform negatives per row (not the user's training items), and an item
+      scores 1 for every *batch* whose item column holds it (``item_cnt[item] += 1`` is an indexed
+      assignment, so an item occurring several times in a batch counts once; the sampled
+      negatives count like positives). Reproduces that reference's figures; see
+      :func:`recbole_batch_counts`.
+    """
 
     tasks = frozenset({"topn", "ctr"})
 
-    def __init__(self, smoothing: float = 1.0):
+    def __init__(self, smoothing: float = 1.0, count: str = "interactions", batch_size: int = 2048,
+                 num_negatives: int = 1):
         super().__init__()
         if smoothing < 0:
             raise ConfigError(f"method.smoothing must be >= 0, got {smoothing}")
+        if count not in POP_COUNTS:
+            raise ConfigError(f"method.count={count!r} is not one of {list(POP_COUNTS)}")
+        if batch_size < 1 + num_negatives or num_negatives < 0:
+            raise ConfigError("method.batch_size must be >= 1 + method.num_negatives, and method.num_negatives >= 0")
         self.smoothing = smoothing
+        self.count = count
+        self.batch_size = batch_size
+        self.num_negatives = num_negatives
         self.counts: Optional[Tensor] = None
         self.click_rate: Optional[Tensor] = None
 
@@ -45,7 +88,14 @@ class Popularity(Method):
         target = data.target_domain
         train = data.train(target)
         n_items = data.num_items(target)
-        self.counts = torch.bincount(train.item, minlength=n_items).float().to(device)
+        if self.count == "interactions":
+            counts = torch.bincount(train.item, minlength=n_items)
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            sampler = NegativeSampler.single_domain(train.user, train.item, n_items, generator)
+            counts = recbole_batch_counts(train.user, train.item, n_items, self.batch_size, self.num_negatives,
+                                          sampler, generator)
+        self.counts = counts.float().to(device)
         if train.y is not None:
             clicks = torch.bincount(train.item, weights=train.y.double(), minlength=n_items)
             shows = torch.bincount(train.item, minlength=n_items).double()
@@ -145,6 +195,11 @@ class CollaborativeFiltering(DotProductScoring, Method):
         num_items = sum(data.num_items(d) for d in data.domains)
         self.encoder = self.encoder_factory(num_users=data.num_users, num_items=num_items).to(device)
         self.optimizer = self.optimizer_factory(params=self.encoder.parameters())
+        if getattr(self.encoder, "sparse", False) and not supports_sparse_gradients(self.optimizer):
+            raise ConfigError(
+                f"backbone.sparse=true gives sparse gradients, which {type(self.optimizer).__name__} does not accept: "
+                "use optimizer=sparse_adam"
+            )
         self.generator = torch.Generator().manual_seed(seed)
         ranges = torch.tensor([[offsets[d], offsets[d] + data.num_items(d)] for d in data.domains])
         all_train = [data.train(d) for d in data.domains]
@@ -180,9 +235,8 @@ class CollaborativeFiltering(DotProductScoring, Method):
         return {"loss": total / max(1, count)}
 
     def _bpr_loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-        user_emb, item_emb = self.encoder(self.graph)
-        u = user_emb[users]
-        loss = bpr_loss((u * item_emb[pos]).sum(-1), (u * item_emb[neg]).sum(-1))
+        u, i, j = self.encoder.batch_embeddings(self.graph, users, pos, neg)
+        loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
         if self.reg_weight:
             eu, ei = self.encoder.ego_embeddings(users, pos)
             _, ej = self.encoder.ego_embeddings(users, neg)
@@ -190,8 +244,8 @@ class CollaborativeFiltering(DotProductScoring, Method):
         return loss
 
     def _bce_loss(self, users: Tensor, items: Tensor, labels: Tensor) -> Tensor:
-        user_emb, item_emb = self.encoder(self.graph)
-        logits = (user_emb[users] * item_emb[items]).sum(-1)
+        u, i = self.encoder.batch_embeddings(self.graph, users, items)
+        logits = (u * i).sum(-1)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         if self.reg_weight:
             loss = loss + self.reg_weight * embedding_l2(*self.encoder.ego_embeddings(users, items))

@@ -32,12 +32,15 @@ class LightGCNEncoder(NodeEmbeddings):
         num_layers: propagation layers :math:`L`.
         init_std: :math:`\mathcal N(0, \text{init\_std}^2)` initialisation; ``None`` = Xavier-normal
             (RecBole; PyG's LightGCN uses the same).
+        sparse: refused (``True`` is an error): propagation reads the whole table, so the
+            gradient is dense.
     """
 
     def __init__(
-        self, num_users: int, num_items: int, embedding_dim: int = 64, num_layers: int = 2, init_std: Optional[float] = None
+        self, num_users: int, num_items: int, embedding_dim: int = 64, num_layers: int = 2, init_std: Optional[float] = None,
+        sparse: bool = False,
     ):
-        super().__init__(num_users, num_items, embedding_dim, init_std)
+        super().__init__(num_users, num_items, embedding_dim, init_std, sparse)
         self.num_layers = num_layers
 
     def propagate(self, adj: Tensor) -> Tensor:

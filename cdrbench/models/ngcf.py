@@ -30,6 +30,7 @@ class NGCFEncoder(NodeEmbeddings):
         hidden: output width of each propagation layer (``[64, 64, 64]`` in the paper).
         message_dropout: dropout on each layer's output during training.
         init_std: ``None`` = Xavier-normal embeddings.
+        sparse: refused (``True`` is an error): propagation reads the whole table.
     """
 
     def __init__(
@@ -40,8 +41,9 @@ class NGCFEncoder(NodeEmbeddings):
         hidden: Sequence[int] = (64, 64, 64),
         message_dropout: float = 0.1,
         init_std: Optional[float] = None,
+        sparse: bool = False,
     ):
-        super().__init__(num_users, num_items, embedding_dim, init_std)
+        super().__init__(num_users, num_items, embedding_dim, init_std, sparse)
         widths = [embedding_dim, *hidden]
         self.w1 = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.w2 = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))

@@ -17,16 +17,40 @@ from tqdm.auto import tqdm
 from cdrbench.errors import ConfigError
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch; optionally ask torch for deterministic kernels (warn-only,
-    so an op without a deterministic implementation warns instead of failing)."""
+def needs_deterministic_algorithms(device: Optional[torch.device] = None) -> bool:
+    """Whether torch's deterministic mode changes anything for this run.
+
+    On CUDA it does. On CPU it does only with more than one intra-op thread: then the backward
+    of advanced indexing (``x[index]``) accumulates in a thread-dependent order, and the mode
+    switches it to a sorted, slower path. With one thread every kernel cdrbench runs is already
+    deterministic: BPR-MF, LightGCN and BiGNAS give bit-identical parameters with the mode on
+    and off (``scripts/check_deterministic.py``), so the mode is not paid for there."""
+    if device is not None and device.type == "cuda":
+        return True
+    return torch.get_num_threads() > 1
+
+
+def seed_everything(seed: int, deterministic: bool = True, device: Optional[torch.device] = None) -> None:
+    """Seed python, numpy and torch; with ``deterministic``, ask torch for deterministic kernels
+    (warn-only, so an op without a deterministic implementation warns instead of failing)
+    where that changes results (:func:`needs_deterministic_algorithms`)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
+    if deterministic and needs_deterministic_algorithms(device):
         torch.use_deterministic_algorithms(True, warn_only=True)
         # cuBLAS needs this for deterministic matmuls on CUDA >= 10.2
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def set_num_threads(num_threads: int) -> int:
+    """Set torch's intra-op thread count (``trainer.num_threads``; 0 keeps torch's default) and
+    return the count in use."""
+    if num_threads < 0:
+        raise ConfigError(f"trainer.num_threads must be >= 0 (0 = torch's default), got {num_threads}")
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    return torch.get_num_threads()
 
 
 def global_rng_state() -> dict:
