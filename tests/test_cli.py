@@ -109,7 +109,7 @@ def test_help_names_stages_groups_and_keys_and_hides_internal_bases(tmp_path, mo
     assert "== Stages (stage=...) ==" in out and "prepare   prepare the data only" in out
     data_line = next(line for line in out.splitlines() if line.startswith("data: "))
     assert "custom" in data_line and "synthetic" in data_line and "_bignas_task" not in out
-    assert "method: bignas, bprmf, lightgcn, ngcf, pop" in out
+    assert "method: bignas, bitgcf, bprmf, cmf, conet, emcdr, hago, lightgcn, ngcf, pcrec, pop, xsimgcl" in out
     assert "+key=value adds a key" in out and "README.md" in out and "powered by Hydra" not in out
 
 

@@ -41,13 +41,18 @@ def users_of(data, domain):
     return {data.user_tokens[u] for u in data.interactions[domain].user.tolist()}
 
 
+def rows_after(report, step):
+    """Rows per domain after a preparation step, from the step log ``preprocess`` returns."""
+    return next(entry["rows"] for entry in report["steps"] if entry["step"] == step)
+
+
 def test_per_domain_filter_drops_a_user_the_merged_filter_keeps():
     per_domain, steps = prep.preprocess(frames(), cfg(), log=lambda _: None)
     assert "a" not in users_of(per_domain, "s1") and "a" not in users_of(per_domain, "s2")
-    assert steps["filtered"] == {"s1": 9, "s2": 9, "t": 8}
+    assert rows_after(steps, "min_interactions") == {"s1": 9, "s2": 9, "t": 8}
     merged, steps = prep.preprocess(frames(), cfg(source_filter="merged"), log=lambda _: None)
     assert "a" in users_of(merged, "s1") and "a" in users_of(merged, "s2")
-    assert steps["filtered"] == {"s1": 11, "s2": 10, "t": 8}
+    assert rows_after(steps, "min_interactions") == {"s1": 11, "s2": 10, "t": 8}
     assert sorted(merged.item_tokens["s2"]) == ["m", "n", "o"]  # items stay in their own domain
 
 

@@ -285,7 +285,7 @@ def test_data_without_source_or_target_training_rows_is_refused_before_training(
         run(tmp_path, "none", "data.source=[]")
     assert not (tmp_path / "data").exists()  # refused before preparing anything
     with pytest.raises(ConfigError, match=r"target domain 'tgt' \(data.target\) has no training rows"):
-        run(tmp_path, "empty", "data.split.kind=temporal", "data.split.ratios=[0,0.5,0.5]")
+        run(tmp_path, "empty", "data.split.kind=temporal", "data.split.ratios=[1e-9,0.5,0.499999999]")
     assert not (tmp_path / "empty" / "results.json").exists()
 
 

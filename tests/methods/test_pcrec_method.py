@@ -216,6 +216,7 @@ def test_a_hit_skips_pretraining_and_loads_the_encoder_strictly(tmp_path):
     first.artifact_cache = cache
     first.setup(toy_data(), torch.device("cpu"), 0)
     assert first.phases()[0].max_epochs == 2  # 7 source nodes: one step of 8 seeds per epoch
+    (tmp_path / "a").mkdir()
     Trainer(first, None, tmp_path / "a", max_epochs=0, save_last=False, log=lambda _: None)._run_phase(first.phases()[0])
     first.end_phase(first.phases()[0])
     second = method_from("method.pretrain.max_steps=2", "method.variant=cu_pm")  # init options are not in the key
@@ -339,7 +340,7 @@ def test_bad_walk_options_exit_2_naming_the_key(override, key):
 def test_bad_input_from_the_command_line_exits_2_with_one_line_before_any_work(tmp_path):
     result = run_cli([*TINY_METHOD, *TINY_DATA, "method.rwr.restart_prob=1.5"], tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "cdrbench: error: method 'pcrec': method.rwr.restart_prob=1.5 must be in (0, 1)"
+    assert result.stderr.strip() == "cdrbench: error: method.rwr.restart_prob=1.5 must be in (0, 1)"
     assert not (tmp_path / "data").exists()  # refused before the data is even prepared
 
 

@@ -44,7 +44,7 @@ class _Scripted(Method):
 
 class _Evaluator:
     def evaluate(self, method, split):
-        return SimpleNamespace(metrics={"ndcg@10": CURVE[method.epoch]}, seconds=0.0)
+        return SimpleNamespace(metrics={"ndcg@10": CURVE[method.epoch]}, seconds=0.0, notes={})
 
 
 def fit(rule: str, patience: int = 2):
