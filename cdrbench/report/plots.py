@@ -234,6 +234,8 @@ def tsne_plots(directory: Path, out: Path) -> list[PlotResult]:
             continue
         if "kind" in frame:
             frame = frame[frame["kind"].astype(str) == "item"]
+        if "stage" in frame:  # HAGO: the pre-trained tables hold every domain (tuned rows: the target only)
+            frame = frame[frame["stage"].astype(str) == "pretrained"]
         keep = [i for _, g in frame.groupby("domain") for i in g.sample(min(len(g), TSNE_MAX_PER_DOMAIN), random_state=0).index]
         frame = frame.loc[keep]
         matrix = _embedding_matrix(frame)
