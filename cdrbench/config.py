@@ -184,8 +184,8 @@ class EvalConfig:
 class ReportConfig:
     """How ``cdrbench report`` shows this run (never part of the config hash)."""
 
-    #: the paper table this run reproduces, ``<paper>/<table>`` of conf/paper_numbers/ (e.g.
-    #: bignas/table3): its reported numbers appear beside ours; null = none
+    #: the paper table this run reproduces, ``<paper>/<table>`` of cdrbench/report/paper_numbers/
+    #: (e.g. bignas/table3): its reported numbers appear beside ours; null = none
     paper: Optional[str] = None
     #: label of this run's table row; null = the method name plus the config values that tell
     #: its configurations apart (e.g. ``bignas (method.variant=no_impo)``)

@@ -3,8 +3,8 @@
 # (GCN/GAT backbones), Table 5 (BGRL/COSTA pre-training) and Figure 3 (coordinator count K), on
 # Douban (Music + Movie -> Book; RecBole-CDR Douban.zip, placed in $CDRBENCH_DATA/douban-recbole/)
 # and Amazon (Books + Electronics + Movies -> Toys; $CDRBENCH_DATA/amazon2018/), then the reports.
-# For a GPU machine with the data. The hago/* presets and the HAGO method are added when HAGO is
-# merged; this script names them as the reproduction issue does.
+# For a GPU machine with the data (presets: conf/experiment/hago/). Table 5's Backbone row is the
+# backbone run of Table 3: `cdrbench report OUT_DIR --paper hago/table5` shows both together.
 #
 #   scripts/reproduce_hago.sh [OUT_DIR] [Hydra overrides...]
 set -uo pipefail

@@ -1,5 +1,6 @@
 """Every experiment= preset composes for every swept combination, names only data configs that
-exist, and every paper table a preset names exists. Also the hparams_search= spaces."""
+exist, and every paper table a preset names exists; every paper row's match names config values
+a run can have. Also the hparams_search= spaces."""
 
 from __future__ import annotations
 
@@ -55,6 +56,40 @@ def test_paper_numbers_exist_for_every_paper_table_of_the_issue():
     tables = set(available_tables())
     assert {"bignas/table3", "bignas/figure2", "hago/table1", "hago/table3", "hago/table4", "hago/table5",
             "hago/figure3", "pcrec/table2", "pcrec/table3", "pcrec/table4"} <= tables
+
+
+def _paper_rows():
+    """(table key, row name, match) of every paper row that names our runs."""
+    from cdrbench.report.papers import load_paper_table
+
+    rows = []
+    for key in available_tables():
+        for name, spec in load_paper_table(key).rows.items():
+            if spec.get("match"):
+                rows.append(pytest.param(key, name, spec["match"], id=f"{key}:{name}"))
+    return rows
+
+
+@pytest.mark.parametrize("table, row, match", _paper_rows())
+def test_paper_row_match_names_config_values_a_run_can_have(table, row, match):
+    """A row's ``match`` sets keys the method's config has, to values its constructor accepts:
+    a misspelt key or a variant the method does not define would leave the row without runs."""
+    from cdrbench.app import build_method
+
+    values = {("method.variant" if k == "variant" else k): v for k, v in match.items() if k != "method"}
+    cfg = _compose([f"method={match['method']}"])
+    for key in values:
+        assert OmegaConf.select(cfg, key) is not None, f"{table} {row}: {key} is not a key of method={match['method']}"
+    cfg = _compose([f"method={match['method']}", *(f"{k}={v}" for k, v in values.items())])
+    for key, value in values.items():
+        assert str(OmegaConf.select(cfg, key)) == str(value)
+    from cdrbench.errors import ConfigError
+
+    try:
+        build_method(cfg)  # the constructor checks the option values (variant names, encoder names, ...)
+    except ConfigError as error:  # a row may need more options (bignas manual: arch.manual_op) ...
+        for key, value in values.items():  # ... but none of its own values may be refused
+            assert f"{key}={value!r} is not one of" not in str(error), f"{table} {row}: {error}"
 
 
 @pytest.mark.parametrize("search", SEARCHES)

@@ -1,5 +1,5 @@
-"""The papers' reported numbers (``conf/paper_numbers/<paper>.yaml``) and the audit of their
-printed improvement columns.
+"""The papers' reported numbers (``cdrbench/report/paper_numbers/<paper>.yaml``) and the audit
+of their printed improvement columns.
 
 A paper-number file holds, per table: the metrics (in column order), the paper's rows with the
 config values that identify our runs of that row (``match``), the reported values per data set,
@@ -72,7 +72,9 @@ def _same(ours, theirs) -> bool:
 
 
 def paper_dir() -> Path:
-    return Path(str(resources.files("cdrbench.conf") / "paper_numbers"))
+    # beside this module, not under conf/: these files are data, not Hydra configs, and a folder
+    # under conf/ would be listed by `--help` as a config group
+    return Path(str(resources.files("cdrbench.report") / "paper_numbers"))
 
 
 def available_tables() -> list[str]:
