@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
+import subprocess
+import sys
+from pathlib import Path
 
 
 def peak_rss_mib() -> float:
@@ -21,3 +24,10 @@ def in_child(target, *args):
     result = queue.get()
     proc.join()
     return result
+
+
+def sweep(out: Path, name: str, overrides: list[str]) -> None:
+    """One Hydra multirun of ``python -m cdrbench`` into ``out/name`` (the experiment scripts' rows)."""
+    cmd = [sys.executable, "-m", "cdrbench", "-m", *overrides, f"hydra.sweep.dir={out / name}", "trainer.progress=false"]
+    print("+", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True)

@@ -17,19 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+from bench_common import sweep
 
 OPS = ["gcn", "gat", "sage", "lightgcn", "linear"]
-
-
-def sweep(out: Path, name: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, "-m", "cdrbench", "-m", *overrides, f"hydra.sweep.dir={out / name}", "trainer.progress=false"]
-    print("+", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def collect(out: Path) -> pd.DataFrame:

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
+import bench_common as common
 
 ROWS = {
     "hago": ["method.variant=hago", "method.pretrain.method=grace"],
@@ -49,10 +49,7 @@ METRICS = ["recall@10", "hr@10", "ndcg@10", "mrr@10"]
 
 
 def sweep(out: Path, name: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, "-m", "cdrbench", "-m", "method=hago", *overrides, f"hydra.sweep.dir={out / name}",
-           "trainer.progress=false", f"trainer.artifact_dir={out / 'artifacts'}"]
-    print("+", " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=True)
+    common.sweep(out, name, ["method=hago", *overrides, f"trainer.artifact_dir={out / 'artifacts'}"])
 
 
 def collect(out: Path) -> pd.DataFrame:

@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+from bench_common import sweep
 
 VARIANTS = ["pcrec", "cu_pm", "cu_pe", "pre_only", "l1", "mf_random"]
 LABELS = {"pcrec": "PCRec (all_pm)", "cu_pm": "CU-PM (cu_pm)", "cu_pe": "CU-PE (cu_pe)", "pre_only": "Pre-Only",
           "l1": "PCRec-L1 (LightGCN, 1 layer)", "mf_random": "BPR-MF, random init (none)", "l3": "PCRec-L3",
           "hop2": "PCRec-2hop", "hop3": "PCRec-3hop"}
 METRICS = ["recall@20", "recall@40", "map@20", "map@40"]
-
-
-def sweep(out: Path, name: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, "-m", "cdrbench", "-m", *overrides, f"hydra.sweep.dir={out / name}", "trainer.progress=false"]
-    print("+", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def collect(out: Path) -> pd.DataFrame:
