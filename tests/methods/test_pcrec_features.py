@@ -9,7 +9,8 @@ import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import eigsh
 
-from cdrbench.methods.pcrec.features import featurize, positional_features, top_eigenpairs
+from cdrbench.methods.pcrec import features as features_module
+from cdrbench.methods.pcrec.features import featurize, positional_features, robust_eigh, top_eigenpairs
 from cdrbench.methods.pcrec.sampling import Subgraphs
 
 GAP = 1e-3  # eigenvalues closer than this have no well-defined eigenvectors: not compared
@@ -121,3 +122,26 @@ def test_degree_inside_the_subgraph_and_the_ego_flag():
     assert batch.ego.tolist() == [1, 0, 0, 1, 0, 0, 0]
     assert batch.batch.tolist() == [0, 0, 0, 1, 1, 1, 1] and batch.num_graphs == 2
     assert batch.pos.shape == (7, 32)
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_eigh_that_does_not_converge_is_retried_to_the_same_eigenpairs(monkeypatch, failures):
+    """LAPACK's float32 eigh can fail on matrices with many repeated eigenvalues; the retry (float64,
+    then scipy's evr driver per matrix) gives the eigenpairs of the same matrices."""
+    star = torch.zeros(2, 6, 6)
+    star[:, 0, 1:] = star[:, 1:, 0] = 1.0  # a star: eigenvalue 0 repeated 4 times
+    star[1] = star[1] / 2 + torch.diag(torch.arange(6.0))
+    expected_values, _ = torch.linalg.eigh(star.double())
+    real_eigh, calls = torch.linalg.eigh, {"n": 0}
+
+    def failing(matrices):
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise torch.linalg.LinAlgError("the algorithm failed to converge")
+        return real_eigh(matrices)
+
+    monkeypatch.setattr(features_module.torch.linalg, "eigh", failing)
+    values, vectors = robust_eigh(star)
+    assert values.dtype == star.dtype and torch.allclose(values.double(), expected_values, atol=1e-5)
+    rebuilt = vectors @ torch.diag_embed(values) @ vectors.transpose(1, 2)
+    assert torch.allclose(rebuilt, star, atol=1e-4)

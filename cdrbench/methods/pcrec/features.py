@@ -56,6 +56,27 @@ class GraphBatch:
         return self.batch.numel()
 
 
+def robust_eigh(matrices: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` of a batch of symmetric matrices that never gives up: LAPACK's
+    divide-and-conquer driver can fail to converge on matrices with many repeated eigenvalues
+    (subgraphs of a star-like bipartite graph, in float32), so a failed batch is retried in
+    float64, and a batch that still fails is solved one matrix at a time with scipy's ``evr``
+    driver (a different algorithm, MRRR)."""
+    try:
+        return torch.linalg.eigh(matrices)
+    except torch.linalg.LinAlgError:
+        pass
+    try:
+        values, vectors = torch.linalg.eigh(matrices.double())
+    except torch.linalg.LinAlgError:
+        import scipy.linalg
+
+        pairs = [scipy.linalg.eigh(m, driver="evr") for m in matrices.double().cpu().numpy()]
+        values = torch.stack([torch.from_numpy(v) for v, _ in pairs])
+        vectors = torch.stack([torch.from_numpy(u) for _, u in pairs])
+    return values.to(matrices), vectors.to(matrices)
+
+
 def top_eigenpairs(edge_index: Tensor, ptr: Tensor, k_max: int) -> tuple[Tensor, Tensor, Tensor]:
     r"""Eigenpairs of :math:`D^{-1/2} A D^{-1/2}` of every graph of a batch.
 
@@ -89,7 +110,7 @@ def top_eigenpairs(edge_index: Tensor, ptr: Tensor, k_max: int) -> tuple[Tensor,
         norm = inv_sqrt.unsqueeze(-1) * adj * inv_sqrt.unsqueeze(-2)
         padding = torch.arange(n_max).unsqueeze(0) >= sizes[members].unsqueeze(1)
         norm = norm + torch.diag_embed(padding.float() * _PAD_EIGENVALUE)
-        evals, evecs = torch.linalg.eigh(norm)
+        evals, evecs = robust_eigh(norm)
         # column j < k of graph g holds eigenpair n_max - k + j (the k largest, ascending)
         cols = n_max - k[members].unsqueeze(1) + torch.arange(k_max).unsqueeze(0)
         valid = torch.arange(k_max).unsqueeze(0) < k[members].unsqueeze(1)
