@@ -57,23 +57,35 @@ class GraphBatch:
 
 
 def robust_eigh(matrices: Tensor) -> tuple[Tensor, Tensor]:
-    """``torch.linalg.eigh`` of a batch of symmetric matrices that never gives up: LAPACK's
-    divide-and-conquer driver can fail to converge on matrices with many repeated eigenvalues
-    (subgraphs of a star-like bipartite graph, in float32), so a failed batch is retried in
-    float64, and a batch that still fails is solved one matrix at a time with scipy's ``evr``
-    driver (a different algorithm, MRRR)."""
-    try:
-        return torch.linalg.eigh(matrices)
-    except torch.linalg.LinAlgError:
-        pass
-    try:
-        values, vectors = torch.linalg.eigh(matrices.double())
-    except torch.linalg.LinAlgError:
-        import scipy.linalg
+    """``torch.linalg.eigh`` of a batch of symmetric matrices that never gives up or returns NaN:
+    LAPACK's divide-and-conquer driver can fail to converge, or return non-finite values, on
+    matrices with many repeated eigenvalues (subgraphs of a star-like bipartite graph, in
+    float32). Such a batch is retried in float64, and a batch that still fails is solved one
+    matrix at a time with scipy's ``evr`` driver (a different algorithm, MRRR); a matrix even that
+    cannot solve gets zero eigenpairs (no positional signal, like a graph of <= 2 nodes)."""
 
-        pairs = [scipy.linalg.eigh(m, driver="evr") for m in matrices.double().cpu().numpy()]
-        values = torch.stack([torch.from_numpy(v) for v, _ in pairs])
-        vectors = torch.stack([torch.from_numpy(u) for _, u in pairs])
+    def finite(values: Tensor, vectors: Tensor) -> bool:
+        return bool(torch.isfinite(values).all() and torch.isfinite(vectors).all())
+
+    for attempt in (matrices, matrices.double()):
+        try:
+            values, vectors = torch.linalg.eigh(attempt)
+        except torch.linalg.LinAlgError:
+            continue
+        if finite(values, vectors):
+            return values.to(matrices), vectors.to(matrices)
+    import scipy.linalg
+
+    values = torch.zeros(matrices.shape[:-1], dtype=torch.float64)
+    vectors = torch.zeros(matrices.shape, dtype=torch.float64)
+    for index, matrix in enumerate(matrices.double().cpu().numpy()):
+        try:
+            value, vector = scipy.linalg.eigh(matrix, driver="evr")
+        except (ValueError, scipy.linalg.LinAlgError):
+            continue
+        value, vector = torch.from_numpy(value), torch.from_numpy(vector)
+        if finite(value, vector):
+            values[index], vectors[index] = value, vector
     return values.to(matrices), vectors.to(matrices)
 
 
