@@ -52,6 +52,23 @@ def _canonical(value: Any) -> Any:
     raise TypeError(f"artifact key part {value!r} ({type(value).__name__}) has no canonical JSON form")
 
 
+def _non_finite(state, prefix: str = "") -> Optional[str]:
+    """The first entry of a (nested) state that holds a NaN or an infinity, else None."""
+    if isinstance(state, torch.Tensor):
+        return prefix or "state" if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return None
+    for name, value in items:
+        found = _non_finite(value, f"{prefix}.{name}" if prefix else str(name))
+        if found:
+            return found
+    return None
+
+
 def artifact_key(parts: dict) -> str:
     """sha256 (first 20 hex digits) of the canonical JSON of ``parts`` (order-independent)."""
     blob = json.dumps(_canonical(parts), sort_keys=True, separators=(",", ":")).encode()
@@ -91,9 +108,15 @@ class ArtifactCache:
         self.log(f"artifact cache: hit {namespace}/{key}")
         return state
 
-    def save(self, namespace: str, parts: dict, state: dict, info: Optional[dict] = None) -> Path:
-        """Store ``state`` atomically (replacing an incomplete entry); returns the entry path."""
+    def save(self, namespace: str, parts: dict, state: dict, info: Optional[dict] = None) -> Optional[Path]:
+        """Store ``state`` atomically (replacing an incomplete entry); returns the entry path, or
+        None when ``state`` holds a non-finite value: weights of a diverged run are never cached,
+        so a later run with the same key trains again instead of inheriting NaNs."""
         key = artifact_key(parts)
+        bad = _non_finite(state)
+        if bad:
+            self.log(f"artifact cache: not storing {namespace}/{key}: non-finite values in {bad}")
+            return None
         final = self.entry(namespace, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))

@@ -83,3 +83,15 @@ def test_loading_refuses_pickled_objects(tmp_path):
 
 class _Pickled:
     pass
+
+
+def test_weights_of_a_diverged_run_are_never_stored(tmp_path):
+    lines = []
+    cache = ArtifactCache(tmp_path, log=lines.append)
+    parts = {"data": "d", "lr": 0.1}
+    state = {"encoder": {"weight": torch.tensor([1.0, float("nan")]), "steps": torch.tensor(3)}}
+    assert cache.save("m", parts, state) is None
+    assert cache.load("m", parts) is None and not any(tmp_path.rglob(STATE))
+    assert "non-finite values in encoder.weight" in lines[-1]
+    state["encoder"]["weight"] = torch.tensor([1.0, 2.0])
+    assert cache.save("m", parts, state) is not None and cache.load("m", parts) is not None
