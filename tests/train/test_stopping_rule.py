@@ -47,24 +47,24 @@ class _Evaluator:
         return SimpleNamespace(metrics={"ndcg@10": CURVE[method.epoch]}, seconds=0.0, notes={})
 
 
-def fit(rule: str, patience: int = 2):
-    trainer = Trainer(_Scripted(), _Evaluator(), run_dir=".", max_epochs=10, patience=patience, monitor="ndcg@10",
+def fit(run_dir, rule: str, patience: int = 2):
+    trainer = Trainer(_Scripted(), _Evaluator(), run_dir=run_dir, max_epochs=10, patience=patience, monitor="ndcg@10",
                       save_last=False, log=lambda _: None, stopping_rule=rule)
     trainer._save_best = lambda name: None  # no files
     return trainer.fit()
 
 
-def test_strict_rule_keeps_the_first_of_tied_bests_and_stops_after_patience():
-    state = fit("strict")
+def test_strict_rule_keeps_the_first_of_tied_bests_and_stops_after_patience(tmp_path):
+    state = fit(tmp_path, "strict")
     assert state.best_epoch == 1 and len(state.history) == 4 and state.stopped_early  # epochs 2, 3 are bad
 
 
-def test_recbole_rule_moves_the_best_on_a_tie_and_stops_after_more_than_patience():
-    state = fit("recbole")
+def test_recbole_rule_moves_the_best_on_a_tie_and_stops_after_more_than_patience(tmp_path):
+    state = fit(tmp_path, "recbole")
     assert state.best_epoch == 4  # the ties at epochs 2 and 4 count as improvements
     assert len(state.history) == 8 and state.stopped_early  # epochs 5, 6, 7 bad: 3 > patience 2
 
 
-def test_unknown_rule_names_the_key():
+def test_unknown_rule_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match="trainer.stopping_rule='ties'"):
-        fit("ties")
+        fit(tmp_path, "ties")
