@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cdrbench.config import Config
 from cdrbench.errors import ConfigError
 from cdrbench.eval.names import MAP_DENOMINATORS, TASKS, monitor_choices
+from cdrbench.methods.options import check_choice, check_choices
 
 STAGES = ("prepare", "train")
 SPLIT_KINDS = ("leave_last_two", "ratio", "holdout", "temporal", "given")
@@ -137,9 +138,7 @@ def check_data_options(cfg) -> None:
         ("data.split.unit", split.unit, SPLIT_UNITS),
     ]
     checks += [(f"data.domains.{d}.kcore_mode", spec.kcore_mode, KCORE_MODES) for d, spec in cfg.domains.items()]
-    for key, value, allowed in checks:
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    check_choices(checks)
     for domain, spec in cfg.domains.items():
         for key in ("kcore", "min_user_interactions", "min_item_interactions"):
             _at_least(f"data.domains.{domain}.{key}", getattr(spec, key), 0)
@@ -190,8 +189,7 @@ def check_trainer(trainer) -> None:
     _at_least("trainer.patience", trainer.patience, 1)
     _at_least("trainer.eval_every", trainer.eval_every, 1)
     _at_least("trainer.min_epochs", trainer.min_epochs, 0)
-    if trainer.stopping_rule not in STOPPING_RULES:
-        raise ConfigError(f"trainer.stopping_rule={trainer.stopping_rule!r} is not one of {list(STOPPING_RULES)}")
+    check_choice("trainer.stopping_rule", trainer.stopping_rule, STOPPING_RULES)
 
 
 def check_optimizer(optimizer) -> None:

@@ -17,9 +17,14 @@ def build_options(cls, values: Optional[dict], group: str):
         raise ConfigError(f"method.{group}: {error} (valid keys: {valid})") from error
 
 
+def check_choice(key: str, value, allowed: Iterable) -> None:
+    """``value in allowed``, else a ConfigError naming ``key``, the value and the choices."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {allowed}")
+
+
 def check_choices(checks: Iterable[tuple[str, Any, Iterable]]) -> None:
-    """Each ``(key, value, allowed)`` must have ``value in allowed``; else name key and choices."""
+    """:func:`check_choice` for each ``(key, value, allowed)``, in order."""
     for key, value, allowed in checks:
-        allowed = list(allowed)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of {allowed}")
+        check_choice(key, value, allowed)

@@ -39,7 +39,7 @@ from torch import Tensor
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
 from cdrbench.methods.base import Method, Phase, Progress
-from cdrbench.methods.options import build_options
+from cdrbench.methods.options import build_options, check_choices
 from cdrbench.methods.bignas.hypergrad import apply_hypergradient, neumann_hypergradient
 from cdrbench.methods.bignas.perceptron import ImportancePerceptron, train_union_edge_index, uniform_weights
 from cdrbench.methods.bignas.supernet import SOURCE, TARGET, CrossDomainSupernet, CTRPredictor, pair_repr
@@ -222,9 +222,7 @@ class BiGNAS(Method):
             ("method.bilevel.dev_head", self.opt_bilevel.dev_head, ("target", "replace")),
             ("method.arch.discrete_alpha_objective", self.opt_arch.discrete_alpha_objective, ("train", "valid_first_order")),
         ]
-        for key, value, allowed in checks:
-            if value not in allowed:
-                raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+        check_choices(checks)
         if self.variant == "manual" and not self.opt_arch.manual_op:
             raise ConfigError("method.variant=manual needs method.arch.manual_op (one of the candidate ops)")
         if self.opt_bilevel.outer_every < 1 or self.opt_bilevel.neumann_k < 0:

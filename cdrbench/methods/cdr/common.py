@@ -25,17 +25,12 @@ from torch import Tensor
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.data.graph import Graph
 from cdrbench.errors import ConfigError
+from cdrbench.methods.options import check_choice  # noqa: F401 (the baselines import it from here)
 from cdrbench.methods.base import Method
 from cdrbench.train.sampling import NegativeSampler, pointwise_batches
 
 SUPERVISION = ("sampled", "labels")
 REG_FORMS = ("squared_half", "frobenius")
-
-
-def check_choice(key: str, value, allowed: Sequence) -> None:
-    """A clear error naming the key when ``value`` is not one of ``allowed``."""
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
 
 
 def check_positive(key: str, value, minimum: float = 1) -> None:

@@ -43,7 +43,7 @@ from torch import Tensor
 from cdrbench.data.dataset import CrossDomainData
 from cdrbench.errors import ConfigError
 from cdrbench.methods.base import DotProductScoring, Method, Phase, Progress
-from cdrbench.methods.options import build_options
+from cdrbench.methods.options import build_options, check_choices
 from cdrbench.methods.baselines import CollaborativeFiltering
 from cdrbench.methods.pcrec.gcc import SCHEDULES, GCCEncoder, MoCo, pretrain_scheduler
 from cdrbench.methods.pcrec.sampling import BUDGETS, CSRGraph, RWRSampler, batch_generator
@@ -218,9 +218,7 @@ class PCRec(DotProductScoring, Method):
             ("method.init.isolated", i.isolated, ISOLATED),
             ("method.finetune.model", f.model, FINETUNE_MODELS),
         ]
-        for key, value, allowed in choices:
-            if value not in allowed:
-                raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+        check_choices(choices)
         bounds = [
             ("method.rwr.restart_prob", r.restart_prob, 0.0 < r.restart_prob < 1.0, "in (0, 1)"),
             ("method.rwr.max_subgraph_nodes", r.max_subgraph_nodes,
