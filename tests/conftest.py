@@ -17,6 +17,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+#: the synthetic two-domain data at a few dozen users and items, for tests that train a method
+TINY_SYNTHETIC = [
+    "data=synthetic",
+    "data.domains.src.reader.num_users=60",
+    "data.domains.tgt.reader.num_users=60",
+    "data.domains.src.reader.num_items=40",
+    "data.domains.tgt.reader.num_items=30",
+    "data.domains.src.reader.interactions_per_user=8",
+    "data.domains.tgt.reader.interactions_per_user=8",
+]
+
+
 def shared_path(*parts: str) -> Path:
     """Path under ../shared/data; skips the calling test when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -24,14 +24,10 @@ from cdrbench.methods.cdr.xsimgcl import XSimGCL, XSimGCLEncoder, sign_noise
 from cdrbench.models.sparse import spmm
 
 METHODS = ["cmf", "emcdr", "conet", "bitgcf", "xsimgcl"]
+from tests.conftest import TINY_SYNTHETIC
+
 TINY = [
-    "data=synthetic",
-    "data.domains.src.reader.num_users=60",
-    "data.domains.tgt.reader.num_users=60",
-    "data.domains.src.reader.num_items=40",
-    "data.domains.tgt.reader.num_items=30",
-    "data.domains.src.reader.interactions_per_user=8",
-    "data.domains.tgt.reader.interactions_per_user=8",
+    *TINY_SYNTHETIC,
     "data.domains.src.reader.user_share=0.7",  # partial overlap: some users in one domain only
     "data.domains.tgt.reader.user_share=0.7",
     "trainer.progress=false",

@@ -26,16 +26,11 @@ from cdrbench.methods.hago.prompt import GraphPrompt, TargetRecommender
 from cdrbench.methods.hago.encoders import LightGCN, WeightedGraph
 from cdrbench.models.sparse import CSRPattern
 from cdrbench.train.artifact_cache import ArtifactCache
+from tests.conftest import TINY_SYNTHETIC
 
 TINY = [
     "method=hago",
-    "data=synthetic",
-    "data.domains.src.reader.num_users=60",
-    "data.domains.tgt.reader.num_users=60",
-    "data.domains.src.reader.num_items=40",
-    "data.domains.tgt.reader.num_items=30",
-    "data.domains.src.reader.interactions_per_user=8",
-    "data.domains.tgt.reader.interactions_per_user=8",
+    *TINY_SYNTHETIC,
     "method.model.embedding_dim=8",
     "method.model.num_coords=2",
     "method.pretrain.batch_size=48",
